@@ -1,0 +1,5 @@
+import sys
+
+from gensched.cli import main
+
+sys.exit(main())

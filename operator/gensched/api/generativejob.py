@@ -1,0 +1,322 @@
+"""GenerativeJob: one piece of generative AI work (batch synthesis or online serving)."""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator, model_validator
+
+from gensched.api.base import KubeModel
+from gensched.api.conditions import Condition
+from gensched.api.durations import DURATION_PATTERN, parse_duration, resolve_deadline
+from gensched.api.sizing import model_memory_gib
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+LAYER_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+class JobMode(StrEnum):
+    BATCH = "Batch"
+    SERVE = "Serve"
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    INT8 = "int8"
+    INT4 = "int4"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    DEFERRED = "Deferred"
+    PLACED = "Placed"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    INVALID = "Invalid"
+
+
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.INVALID})
+
+
+class ModelSpec(KubeModel):
+    """Which model runs, how big it is, and the container that runs it."""
+
+    name: str = Field(min_length=1, description="Model name, e.g. llama-3-8b.")
+    uri: str | None = Field(default=None, description="Where the weights live (s3://, pvc://, hf:// ...).")
+    parameters_billions: float = Field(gt=0, le=10000, description="Model size in billions of parameters.")
+    precision: Precision = Field(default=Precision.BF16, description="Numeric precision of the weights.")
+    layers: int | None = Field(
+        default=None, ge=1, le=1024,
+        description="Number of transformer layers; needed to check serve.operators groupings.",
+    )
+    image: str = Field(min_length=1, description="Container image of the workload.")
+    command: list[str] = Field(default_factory=list, description="Container command.")
+    args: list[str] = Field(default_factory=list, description="Container arguments.")
+
+
+class ResourcesSpec(KubeModel):
+    """What one replica (batch: the job; serve: one whole-model replica) needs."""
+
+    gpus: float = Field(
+        gt=0, le=8,
+        description="Whole GPUs (1..8, on one node) or a fraction of one GPU such as 0.25.",
+    )
+    gpu_memory_gib: float | None = Field(
+        default=None, gt=0, le=1024, alias="gpuMemoryGiB",
+        description="GPU memory needed; derived from model size x precision when absent.",
+    )
+    gpu_models: list[str] = Field(
+        default_factory=list,
+        description="Allowed GPU models (values of the nvidia.com/gpu.product node label); empty: any.",
+    )
+    cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU request (Kubernetes quantity).")
+    memory: str = Field(
+        default="4Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
+        description="Memory request (Kubernetes quantity).",
+    )
+
+    @field_validator("gpus")
+    @classmethod
+    def _whole_or_fraction(cls, v: float) -> float:
+        if v > 1 and not float(v).is_integer():
+            raise ValueError(
+                f"{v} mixes whole and fractional GPUs: ask for a whole number (1..8) or a fraction below 1"
+            )
+        if v < 1 and round(v * 1000) < 1:
+            raise ValueError(f"{v} is below the smallest share (0.001 of a GPU)")
+        return v
+
+    @property
+    def whole_gpus(self) -> int:
+        """GPUs taken entirely (0 for a shared fraction)."""
+        return int(self.gpus) if self.gpus >= 1 else 0
+
+    @property
+    def gpu_milli(self) -> int:
+        """Share of each GPU in thousandths: 1000 for whole GPUs."""
+        return 1000 if self.gpus >= 1 else round(self.gpus * 1000)
+
+
+class BatchSpec(KubeModel):
+    """A batch synthesis run: read inputs, generate, write results."""
+
+    input: str = Field(min_length=1, description="Input reference (path, bucket URI, dataset name).")
+    output: str | None = Field(default=None, description="Where results go; default: next to the input.")
+    items: int | None = Field(default=None, ge=1, description="Number of items to generate.")
+    deadline: str | None = Field(
+        default=None,
+        description="When the results are due: RFC 3339 time, or a duration counted from creation ('12h').",
+    )
+    estimated_duration: str | None = Field(
+        default=None, pattern=DURATION_PATTERN, description="How long the run takes on its GPUs ('2h')."
+    )
+    interruptible: bool = Field(default=False, description="May be suspended and resumed (it checkpoints).")
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_format(cls, v: str | None) -> str | None:
+        if v is not None:
+            from datetime import UTC, datetime
+
+            resolve_deadline(v, datetime.now(UTC))
+        return v
+
+    @field_validator("estimated_duration")
+    @classmethod
+    def _duration_positive(cls, v: str | None) -> str | None:
+        if v is not None and parse_duration(v).total_seconds() <= 0:
+            raise ValueError("must be longer than zero, e.g. '30m'")
+        return v
+
+
+class SLOSpec(KubeModel):
+    """Latency objectives of a serving job."""
+
+    ttft_ms: float = Field(gt=0, description="Time to first token, milliseconds, at the percentile.")
+    tbt_ms: float = Field(gt=0, description="Time between tokens, milliseconds, at the percentile.")
+    percentile: float = Field(default=99.0, gt=50, lt=100, description="Percentile the SLOs hold at.")
+
+
+class ModelOperatorSpec(KubeModel):
+    """A model operator: a group of consecutive layers deployed and scaled as one unit."""
+
+    name: str = Field(pattern=DNS_LABEL, max_length=40, description="Deployment name (DNS label).")
+    layers: str = Field(
+        pattern=r"^[0-9]+(-[0-9]+)?$", description="Layer range, inclusive: '0-7', or one layer: '12'."
+    )
+    gpus: float | None = Field(
+        default=None, gt=0, le=8, description="GPU share per replica; default: split by layer count."
+    )
+
+    def layer_indices(self) -> range:
+        m = LAYER_RANGE.match(self.layers)
+        assert m is not None  # guaranteed by the pattern
+        first = int(m.group(1))
+        last = int(m.group(2)) if m.group(2) is not None else first
+        if last < first:
+            raise ValueError(f"layer range '{self.layers}' runs backwards: write it as '{last}-{first}'")
+        return range(first, last + 1)
+
+
+class ServeSpec(KubeModel):
+    """An online serving job: a Ray Serve app with one deployment per model operator."""
+
+    slo: SLOSpec
+    min_replicas: int = Field(default=1, ge=0, le=1000, description="Lower bound per model operator.")
+    max_replicas: int = Field(default=4, ge=1, le=1000, description="Upper bound per model operator.")
+    operators: list[ModelOperatorSpec] = Field(
+        default_factory=list,
+        description="Layer groups served as separate deployments; empty: one operator, the whole model.",
+    )
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the serving ingress.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ServeSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) is above maxReplicas ({self.max_replicas}): "
+                "raise maxReplicas or lower minReplicas"
+            )
+        names = [op.name for op in self.operators]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"operators: names must be unique, repeated: {', '.join(dup)}")
+        for op in self.operators:
+            op.layer_indices()
+        return self
+
+
+class BudgetSpec(KubeModel):
+    """Spending cap of one job."""
+
+    max_gpu_hours: float = Field(gt=0, description="GPU-hours the job may use (GPUs x hours).")
+
+
+class GenerativeJobSpec(KubeModel):
+    """Desired state of a GenerativeJob."""
+
+    x_kubernetes_validations: ClassVar[list[dict[str, str]]] = [
+        {"rule": "self.mode != 'Batch' || has(self.batch)",
+         "message": "spec.batch is required when spec.mode is Batch"},
+        {"rule": "self.mode != 'Serve' || has(self.serve)",
+         "message": "spec.serve is required when spec.mode is Serve"},
+        {"rule": "!(has(self.batch) && has(self.serve))",
+         "message": "set spec.batch or spec.serve, not both"},
+    ]
+
+    mode: JobMode = Field(description="Batch (run to completion) or Serve (online, autoscaled).")
+    model: ModelSpec
+    resources: ResourcesSpec
+    batch: BatchSpec | None = None
+    serve: ServeSpec | None = None
+    policy_ref: str | None = Field(
+        default=None, description="SchedulingPolicy name; default: the policy marked default."
+    )
+    budget: BudgetSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GenerativeJobSpec:
+        if self.mode == JobMode.BATCH and self.batch is None:
+            raise ValueError("mode is Batch but spec.batch is missing: add spec.batch (input, deadline ...)")
+        if self.mode == JobMode.SERVE and self.serve is None:
+            raise ValueError("mode is Serve but spec.serve is missing: add spec.serve (slo ...)")
+        if self.batch is not None and self.serve is not None:
+            raise ValueError("set spec.batch or spec.serve (matching spec.mode), not both")
+        if self.serve is not None and self.serve.operators and self.model.layers is not None:
+            self._check_operator_cover(self.model.layers)
+        if self.budget is not None and self.batch is not None and self.batch.estimated_duration:
+            hours = parse_duration(self.batch.estimated_duration).total_seconds() / 3600
+            need = hours * self.resources.gpus
+            if need > self.budget.max_gpu_hours:
+                raise ValueError(
+                    f"budget.maxGpuHours ({self.budget.max_gpu_hours}) is below what the job needs "
+                    f"({need:.2f} GPU-hours = estimatedDuration x gpus): raise the budget or use fewer GPUs"
+                )
+        return self
+
+    def _check_operator_cover(self, layers: int) -> None:
+        assert self.serve is not None
+        seen: dict[int, str] = {}
+        for op in self.serve.operators:
+            for i in op.layer_indices():
+                if i >= layers:
+                    raise ValueError(
+                        f"serve.operators '{op.name}' names layer {i} but model.layers is {layers} "
+                        f"(layers 0-{layers - 1})"
+                    )
+                if i in seen:
+                    raise ValueError(
+                        f"serve.operators: layer {i} is in both '{seen[i]}' and '{op.name}': "
+                        "each layer belongs to exactly one operator"
+                    )
+                seen[i] = op.name
+        missing = [i for i in range(layers) if i not in seen]
+        if missing:
+            raise ValueError(
+                f"serve.operators skip layers {_ranges(missing)}: add them to an operator"
+            )
+
+    def gpu_memory_gib(self) -> float:
+        """Requested GPU memory, or the amount derived from model size and precision."""
+        if self.resources.gpu_memory_gib is not None:
+            return self.resources.gpu_memory_gib
+        total = model_memory_gib(self.model.parameters_billions, self.model.precision)
+        # Whole-GPU jobs spread the model over their GPUs (tensor parallel).
+        return round(total / max(1, self.resources.whole_gpus), 2)
+
+
+def _ranges(values: list[int]) -> str:
+    out: list[str] = []
+    start = prev = values[0]
+    for v in values[1:] + [math.inf]:  # type: ignore[list-item]
+        if v != prev + 1:
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = v  # type: ignore[assignment]
+        prev = v  # type: ignore[assignment]
+    return ", ".join(out)
+
+
+class Placement(KubeModel):
+    """Where the job's GPUs are."""
+
+    node: str
+    gpu_indices: list[int] = Field(default_factory=list, description="GPU indices on the node.")
+    gpu_milli: int = Field(ge=1, le=1000, description="Share of each listed GPU, in thousandths.")
+    gpu_model: str | None = None
+    gpu_memory_gib: float | None = Field(default=None, alias="gpuMemoryGiB")
+
+
+class GenerativeJobStatus(KubeModel):
+    """Observed state of a GenerativeJob, written only by the operator."""
+
+    phase: Phase | None = None
+    message: str | None = Field(default=None, description="What is going on, in words a human can act on.")
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    policy: str | None = Field(default=None, description="SchedulingPolicy that applied.")
+    placement: Placement | None = None
+    gpu_memory_gib: float | None = Field(default=None, alias="gpuMemoryGiB", description="Effective GPU memory.")
+    planned_start: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    gpu_hours: float | None = None
+    job_name: str | None = Field(default=None, description="The batch/v1 Job created for Batch mode.")
+    ray_service_name: str | None = Field(default=None, description="The RayService created for Serve mode.")
+
+
+class GenerativeJob(KubeModel):
+    """The whole object, for tests and tools (the controller mostly parses ``spec``)."""
+
+    model_config = KubeModel.model_config | {"extra": "ignore"}
+
+    api_version: str = "gensched.io/v1alpha1"
+    kind: str = "GenerativeJob"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: GenerativeJobSpec
+    status: GenerativeJobStatus | None = None

@@ -1,0 +1,84 @@
+"""Command line: ``gensched run | simulate | crds | explain``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from gensched.api.crdgen import crd_files
+
+    out = Path(args.out)
+    targets = [out] + ([Path(args.chart)] if args.chart else [])
+    for target in targets:
+        target.mkdir(parents=True, exist_ok=True)
+        for name, text in crd_files().items():
+            (target / name).write_text(text)
+            print(f"wrote {target / name}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gensched.controller.main import run_operator
+
+    return run_operator(
+        namespaces=args.namespace,
+        standalone=args.standalone,
+        liveness=args.liveness,
+        metrics_port=args.metrics_port,
+        verbose=args.verbose,
+    )
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from gensched.sim.tour import run_tour
+
+    return run_tour(seed=args.seed, nodes=args.nodes, jobs=args.jobs, policy=args.policy)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from gensched.sim.explain import explain_file
+
+    return explain_file(Path(args.file))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gensched", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the operator (kopf) against the current kubeconfig or in-cluster")
+    p.add_argument("-n", "--namespace", action="append", default=[],
+                   help="watch only this namespace (repeatable); default: all namespaces")
+    p.add_argument("--standalone", action="store_true", help="no peering with other operator instances")
+    p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness probe endpoint URL")
+    p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port (0: off)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("simulate", help="replay the decision core offline (no cluster needed)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--nodes", type=int, default=16, help="GPU nodes in the built-in synthetic cluster")
+    p.add_argument("--jobs", type=int, default=120, help="jobs in the built-in synthetic mix")
+    p.add_argument("--policy", default="all", help="packing strategy to show, or 'all' to compare")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("crds", help="write CRD YAML generated from the API models")
+    p.add_argument("--out", default="crds")
+    p.add_argument("--chart", default="charts/gensched/crds", help="also write here ('' to skip)")
+    p.set_defaults(func=_cmd_crds)
+
+    p = sub.add_parser("explain", help="validate a GenerativeJob/SchedulingPolicy file and show the decisions")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_explain)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

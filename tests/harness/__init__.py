@@ -1,0 +1,1 @@
+"""Test harness: the Kubernetes API emulator, a cluster stand-in, and tool installers."""
