@@ -70,6 +70,7 @@ BUILTINS: list[tuple[str, str, str, str, bool, bool, set[str]]] = [
     # group, version, plural, kind, namespaced, status subresource, short names
     ("", "v1", "pods", "Pod", True, True, {"po"}),
     ("", "v1", "nodes", "Node", False, True, {"no"}),
+    ("", "v1", "namespaces", "Namespace", False, True, {"ns"}),
     ("", "v1", "events", "Event", True, False, {"ev"}),
     ("", "v1", "secrets", "Secret", True, False, set()),
     ("", "v1", "configmaps", "ConfigMap", True, False, {"cm"}),
@@ -88,12 +89,15 @@ class ApiError(KubernetesError):
     pass
 
 
-def _status_error(code: int, reason: str, message: str, kind: Kind | None = None, name: str | None = None) -> ApiError:
+def _status_error(code: int, reason: str, message: str, kind: Kind | None = None, name: str | None = None,
+                  causes: list[dict] | None = None) -> ApiError:
     details: dict[str, Any] = {}
     if kind is not None:
-        details = {"kind": kind.plural, "group": kind.group}
+        details = {"kind": kind.kind if causes else kind.plural, "group": kind.group}
     if name:
         details["name"] = name
+    if causes:
+        details["causes"] = causes
     return ApiError(status=code, reason=reason, message=message, details=details)
 
 
@@ -245,17 +249,18 @@ def validate_against(kind: Kind, obj: dict, strict_fields: bool) -> None:
     _default_and_prune(body, kind.schema, "", unknown)
     name = obj.get("metadata", {}).get("name", "")
     if unknown and strict_fields:
+        causes = [{"reason": "FieldValueInvalid", "message": f'unknown field "{u}"', "field": u} for u in unknown]
         raise _status_error(422, "Invalid", f'{kind.kind}.{kind.group} "{name}" is invalid: '
-                            + ", ".join(f'unknown field "{u}"' for u in unknown), kind, name)
-    schema = {k: v for k, v in kind.schema.items() if k != "required" or True}
-    errors = sorted(jsonschema.Draft4Validator(schema).iter_errors(body), key=lambda e: list(e.absolute_path))
+                            + ", ".join(c["message"] for c in causes), kind, name, causes)
+    errors = sorted(jsonschema.Draft4Validator(kind.schema).iter_errors(body), key=lambda e: list(e.absolute_path))
     if errors:
-        msgs = []
+        causes = []
         for e in errors[:10]:
             where = ".".join(str(p) for p in e.absolute_path) or "<root>"
-            msgs.append(f"{where}: Invalid value: {json.dumps(e.instance)[:80]}: {e.message}")
-        raise _status_error(422, "Invalid", f'{kind.kind}.{kind.group} "{name}" is invalid: ' + "; ".join(msgs),
-                            kind, name)
+            causes.append({"reason": "FieldValueInvalid", "field": where,
+                           "message": f"Invalid value: {json.dumps(e.instance)[:80]}: {e.message}"})
+        raise _status_error(422, "Invalid", f'{kind.kind}.{kind.group} "{name}" is invalid: '
+                            + "; ".join(f"{c['field']}: {c['message']}" for c in causes), kind, name, causes)
     obj.update(body)
 
 
@@ -581,6 +586,8 @@ class Emulator(KubernetesEmulator):
             obj = self.get(kind.group, kind.plural, ns, name)
             if obj is None:
                 raise _status_error(404, "NotFound", f'{kind.qualified} "{name}" not found', kind, name)
+            if "as=Table" in raw.headers.get("Accept", ""):
+                return self._json(self._table(kind, [obj], params))
             return self._json(obj)
         if method == "POST" and name is None:
             return self._json(await self.create(kind, request.namespace, request.data or {}, strict), 201)
@@ -669,10 +676,14 @@ class Emulator(KubernetesEmulator):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout else None
         try:
-            if since_rv == 0:
+            initial = params.get("sendInitialEvents") == "true"
+            if since_rv == 0 or initial:
                 for obj in self._select(kind, request, params):
                     await send("ADDED", obj)
                 cursor = self.rv
+                if initial:  # streaming list (WatchList): tell the client the snapshot is complete
+                    await send("BOOKMARK", {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": {
+                        "resourceVersion": str(cursor), "annotations": {"k8s.io/initial-events-end": "true"}}})
             else:
                 oldest = self.history[0][0] if self.history else self.rv + 1
                 if since_rv < oldest - 1 and since_rv < self.rv:

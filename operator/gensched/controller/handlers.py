@@ -1,0 +1,88 @@
+"""kopf handlers: thin glue from watch events to the lifecycle and the cluster picture."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from gensched import GROUP, VERSION
+from gensched.controller import lifecycle
+from gensched.controller.kube import kube
+from gensched.controller.reservations import RESERVATIONS
+from gensched.observe import metrics
+
+GJ = (GROUP, VERSION, "generativejobs")
+RETRY_SECONDS = float(os.environ.get("GENSCHED_RETRY_SECONDS", "3"))
+TERMINAL = {"Succeeded", "Failed", "Invalid"}
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+    settings.persistence.finalizer = "gensched.io/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gensched.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="gensched.io", key="last-handled-configuration")
+    settings.posting.level = logging.WARNING  # only explicit decisions and warnings become Events
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    settings.scanning.disabled = True
+    conflicts = RESERVATIONS.rebuild(kube().list_nodes(), kube().list_owned_jobs())
+    allocated, total, frag, nodes = RESERVATIONS.snapshot()
+    metrics.update_cluster(allocated, total, frag, nodes)
+    logger.info("cluster picture rebuilt: %d GPU nodes, %d/%d milli-GPU reserved, %d conflicts",
+                nodes, allocated, total, len(conflicts))
+
+
+def _publish() -> None:
+    metrics.update_cluster(*RESERVATIONS.snapshot())
+
+
+@kopf.on.resume(*GJ)
+@kopf.on.create(*GJ)
+@kopf.on.update(*GJ, field="spec")
+def admit(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    lifecycle.reconcile(dict(body), patch)
+    _publish()
+
+
+@kopf.timer(*GJ, interval=RETRY_SECONDS, initial_delay=RETRY_SECONDS,
+            when=lambda status, **_: status.get("phase") not in TERMINAL)
+def retry(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Pending and deferred jobs are re-tried: capacity frees up, planned starts arrive."""
+    lifecycle.reconcile(dict(body), patch)
+    _publish()
+
+
+@kopf.on.delete(*GJ)
+def free(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+    released = RESERVATIONS.release(lifecycle.key_of(dict(body)))
+    if released is not None:
+        logger.info("released GPUs %s on %s", released.gpu_indices, released.node)
+    _publish()
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": "gensched"})
+def job_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+    if type in (None, "ADDED", "MODIFIED"):
+        lifecycle.on_job_event(dict(body))
+        _publish()
+
+
+@kopf.on.event("", "v1", "nodes")
+def node_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+    if type == "DELETED":
+        RESERVATIONS.remove_node(body["metadata"]["name"])
+    else:
+        RESERVATIONS.upsert_node(dict(body))
+    _publish()
+
+
+@kopf.on.event("ray.io", "v1", "rayservices", labels={"app.kubernetes.io/managed-by": "gensched"})
+def rayservice_changed(body: kopf.Body, **_: Any) -> None:
+    name = (body["metadata"].get("labels") or {}).get("gensched.io/job")
+    gj = kube().get_generativejob(body["metadata"]["namespace"], name) if name else None
+    if gj is not None:
+        lifecycle.reconcile(gj, None)

@@ -1,0 +1,82 @@
+"""Thin wrapper over the official kubernetes client: the only module that calls the API."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+from gensched import GROUP, VERSION
+
+__all__ = ["ApiException", "Kube", "kube"]
+
+
+class Kube:
+    def __init__(self) -> None:
+        try:
+            kubernetes.config.load_incluster_config()
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()
+        client = kubernetes.client.ApiClient()
+        self.core = kubernetes.client.CoreV1Api(client)
+        self.batch = kubernetes.client.BatchV1Api(client)
+        self.custom = kubernetes.client.CustomObjectsApi(client)
+
+    # -- nodes and jobs (cluster picture)
+    def list_nodes(self) -> list[dict]:
+        return [self.core.api_client.sanitize_for_serialization(n) for n in self.core.list_node().items]
+
+    def list_owned_jobs(self) -> list[dict]:
+        jobs = self.batch.list_job_for_all_namespaces(label_selector="app.kubernetes.io/managed-by=gensched")
+        return [self.batch.api_client.sanitize_for_serialization(j) for j in jobs.items]
+
+    def get_job(self, namespace: str, name: str) -> dict | None:
+        try:
+            job = self.batch.read_namespaced_job(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self.batch.api_client.sanitize_for_serialization(job)
+
+    def create_job(self, namespace: str, body: dict) -> None:
+        self.batch.create_namespaced_job(namespace, body)
+
+    def patch_job(self, namespace: str, name: str, patch: dict) -> None:
+        self.batch.patch_namespaced_job(name, namespace, patch)
+
+    # -- gensched objects
+    def list_policies(self) -> list[dict]:
+        return self.custom.list_cluster_custom_object(GROUP, VERSION, "schedulingpolicies").get("items", [])
+
+    def get_generativejob(self, namespace: str, name: str) -> dict | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "generativejobs", name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch_generativejob_status(self, namespace: str, name: str, status: dict) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, "generativejobs", name, {"status": status}
+        )
+
+    # -- serving
+    def get_rayservice(self, namespace: str, name: str) -> dict | None:
+        try:
+            return self.custom.get_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_rayservice(self, namespace: str, body: dict) -> None:
+        self.custom.create_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", body)
+
+
+@cache
+def kube() -> Kube:
+    """One client per process, configured on first use (in-cluster, else kubeconfig)."""
+    return Kube()

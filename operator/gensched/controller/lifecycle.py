@@ -1,0 +1,287 @@
+"""Lifecycle of a GenerativeJob, level-triggered: every call looks at the API and moves one step.
+
+Batch: validate -> resolve policy -> own a suspended Job -> decide when (timing)
+-> decide where (packing) and reserve -> release the Job pinned to the node ->
+mirror its progress. Serve: validate -> own a RayService -> mirror its health.
+Each decision is written to status and announced by one Event (not repeated
+while nothing changes).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from gensched.api import GenerativeJobSpec, Phase, SchedulingPolicySpec, format_validation_error
+from gensched.api.conditions import set_condition
+from gensched.api.durations import parse_duration, resolve_deadline, rfc3339
+from gensched.api.generativejob import TERMINAL_PHASES, JobMode
+from gensched.autoscale import render_rayservice
+from gensched.controller.kube import ApiException, kube
+from gensched.controller.objects import (
+    ANN_PLACEMENT,
+    MANAGED_BY,
+    batch_job,
+    decode_allocation,
+    job_finished,
+    owner_reference,
+    release_patch,
+    request_for,
+)
+from gensched.controller.reservations import RESERVATIONS
+from gensched.observe import metrics
+from gensched.packing import Allocation
+from gensched.timing import decide_start
+
+log = logging.getLogger(__name__)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Step:
+    """What one reconcile pass wants written: status fields, conditions and at most one Event."""
+
+    body: dict
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._conditions = list((self.body.get("status") or {}).get("conditions") or [])
+        self._gen = self.body["metadata"].get("generation")
+
+    def condition(self, type_: str, ok: bool, reason: str, message: str) -> None:
+        self._conditions = set_condition(self._conditions, type_, ok, reason, message, now(), self._gen)
+        self.status["conditions"] = self._conditions
+
+    def phase(self, phase: Phase, message: str, event: tuple[str, str] | None = None, warn: bool = False) -> None:
+        """Set phase+message; emit the event only when the message changes (no spam on re-runs)."""
+        old = self.body.get("status") or {}
+        self.status["phase"] = phase.value
+        self.status["message"] = message
+        self.status["observedGeneration"] = self._gen
+        if event is not None and (old.get("message") != message or old.get("phase") != phase.value):
+            self.events.append(("Warning" if warn else "Normal", event[0], event[1]))
+
+    def flush(self, patch: kopf.Patch | None) -> None:
+        """Write through kopf's patch (handlers on this object) or the API (other handlers)."""
+        meta = self.body["metadata"]
+        if self.status:
+            if patch is not None:
+                for k, v in self.status.items():
+                    patch.status[k] = v
+            else:
+                kube().patch_generativejob_status(meta["namespace"], meta["name"], self.status)
+        for type_, reason, message in self.events:
+            kopf.event(self.body, type=type_, reason=reason, message=message)
+            metrics.DECISIONS.labels(decision=reason).inc()
+
+
+def key_of(body: dict) -> str:
+    return f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+
+
+def resolve_policy(name: str | None) -> tuple[str, SchedulingPolicySpec]:
+    """The named policy, else the one marked default, else built-in defaults. Raises LookupError."""
+    policies = {p["metadata"]["name"]: p for p in kube().list_policies()}
+    if name:
+        if name not in policies:
+            raise LookupError(f"SchedulingPolicy '{name}' not found: create it or remove spec.policyRef")
+        chosen = policies[name]
+    else:
+        defaults = sorted(n for n, p in policies.items() if (p.get("spec") or {}).get("default"))
+        if not defaults:
+            return "(built-in defaults)", SchedulingPolicySpec()
+        chosen = policies[defaults[0]]
+        if len(defaults) > 1:
+            log.warning("several default SchedulingPolicies %s; using %s", defaults, defaults[0])
+    try:
+        return chosen["metadata"]["name"], SchedulingPolicySpec.model_validate(chosen.get("spec") or {})
+    except ValidationError as exc:
+        problems = "; ".join(str(e) for e in format_validation_error(exc))
+        raise LookupError(f"SchedulingPolicy '{chosen['metadata']['name']}' is invalid: {problems}") from exc
+
+
+def reconcile(body: dict, patch: kopf.Patch | None = None) -> None:
+    """One level-triggered pass over a GenerativeJob."""
+    status = body.get("status") or {}
+    if status.get("phase") in {p.value for p in TERMINAL_PHASES}:
+        return
+    step = Step(body)
+    try:
+        spec = GenerativeJobSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        problems = format_validation_error(exc)
+        text = "; ".join(str(p) for p in problems)
+        step.condition("Valid", False, "InvalidSpec", text)
+        step.phase(Phase.INVALID, f"invalid spec: {text}", ("InvalidSpec", text), warn=True)
+        step.flush(patch)
+        return
+    step.condition("Valid", True, "SpecAccepted", "spec is valid")
+    step.status["gpuMemoryGiB"] = spec.gpu_memory_gib()
+    try:
+        policy_name, policy = resolve_policy(spec.policy_ref)
+    except LookupError as exc:
+        step.condition("PolicyResolved", False, "PolicyNotFound", str(exc))
+        step.phase(Phase.PENDING, str(exc), ("PolicyNotFound", str(exc)), warn=True)
+        step.flush(patch)
+        return
+    step.status["policy"] = policy_name
+    step.condition("PolicyResolved", True, "PolicyFound", f"using SchedulingPolicy {policy_name}")
+    if spec.mode == JobMode.SERVE:
+        _serve(body, spec, step)
+    else:
+        _batch(body, spec, policy, step)
+    step.flush(patch)
+
+
+def _batch(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, step: Step) -> None:
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    step.status["jobName"] = name
+    job = kube().get_job(ns, name)
+    if job is None:
+        try:
+            kube().create_job(ns, batch_job(name, ns, spec, body))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        job = kube().get_job(ns, name)
+        assert job is not None
+    placed = (job["metadata"].get("annotations") or {}).get(ANN_PLACEMENT)
+    if placed:
+        alloc = decode_allocation(placed)
+        if not job_finished(job):
+            RESERVATIONS.adopt(alloc)
+        mirror_job(body, job, step, alloc)
+        return
+    created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
+    deadline = resolve_deadline(spec.batch.deadline, created) if spec.batch and spec.batch.deadline else None
+    estimated = (parse_duration(spec.batch.estimated_duration)
+                 if spec.batch and spec.batch.estimated_duration else None)
+    planned_text = (body.get("status") or {}).get("plannedStart")
+    t = now()
+    if planned_text:
+        planned = datetime.fromisoformat(planned_text.replace("Z", "+00:00"))
+    else:
+        decision = decide_start(t, policy.timing, deadline, estimated)
+        planned = decision.start
+        step.status["plannedStart"] = rfc3339(planned)
+        if decision.warning:
+            step.condition("DeadlineAtRisk" if deadline else "TimingDegraded", True, "Timing", decision.warning)
+            step.events.append(("Warning", "Timing", decision.warning))
+    if planned > t:
+        msg = f"deferred until {rfc3339(planned)} ({policy.timing.mode} policy)"
+        step.phase(Phase.DEFERRED, msg, ("Deferred", msg))
+        return
+    outcome = RESERVATIONS.place(request_for(key_of(body), spec), policy.packing.strategy)
+    if not isinstance(outcome, Allocation):
+        step.condition("Placed", False, "Unschedulable", outcome.reason)
+        step.phase(Phase.PENDING, f"waiting for GPUs: {outcome.reason}", ("Unschedulable", outcome.reason),
+                   warn=True)
+        return
+    try:
+        kube().patch_job(ns, name, release_patch(outcome))
+    except Exception:
+        RESERVATIONS.release(outcome.key)  # nothing durable was written: give the GPUs back
+        raise
+    where = _describe(outcome)
+    step.status["placement"] = _placement(outcome, spec)
+    step.condition("Placed", True, "GPUsReserved", where)
+    step.phase(Phase.PLACED, f"placed {where}", ("Placed", f"placed {where} by {policy.packing.strategy}"))
+
+
+def _describe(alloc: Allocation) -> str:
+    gpus = ",".join(map(str, alloc.gpu_indices))
+    share = "" if alloc.gpu_milli == 1000 else f" ({alloc.gpu_milli / 1000:g} of the GPU)"
+    return f"on node {alloc.node}, GPU {gpus}{share}"
+
+
+def _placement(alloc: Allocation, spec: GenerativeJobSpec) -> dict:
+    return {"node": alloc.node, "gpuIndices": list(alloc.gpu_indices), "gpuMilli": alloc.gpu_milli,
+            "gpuModel": RESERVATIONS.gpu_model(alloc.node), "gpuMemoryGiB": spec.gpu_memory_gib()}
+
+
+def mirror_job(body: dict, job: dict, step: Step, alloc: Allocation) -> None:
+    """Copy a placed Job's progress into the GenerativeJob; free the GPUs when it ends."""
+    js = job.get("status") or {}
+    step.status["placement"] = _placement(alloc, GenerativeJobSpec.model_validate(body["spec"]))
+    if js.get("startTime"):
+        step.status["startedAt"] = js["startTime"]
+    done = job_finished(job)
+    if done:
+        finished = js.get("completionTime") or rfc3339(now())
+        step.status["finishedAt"] = finished
+        if js.get("startTime"):
+            start = datetime.fromisoformat(js["startTime"].replace("Z", "+00:00"))
+            end = datetime.fromisoformat(finished.replace("Z", "+00:00"))
+            gpus = len(alloc.gpu_indices) * alloc.gpu_milli / 1000
+            step.status["gpuHours"] = round(max(0.0, (end - start).total_seconds()) / 3600 * gpus, 6)
+        RESERVATIONS.release(alloc.key)
+        if done == "Complete":
+            step.condition("Finished", True, "Succeeded", "the Job completed")
+            step.phase(Phase.SUCCEEDED, "completed", ("Succeeded", f"completed; GPUs {_describe(alloc)} released"))
+        else:
+            step.condition("Finished", True, "Failed", "the Job failed")
+            step.phase(Phase.FAILED, "the Job failed: see `kubectl describe job`",
+                       ("Failed", f"the Job failed; GPUs {_describe(alloc)} released"), warn=True)
+    elif js.get("active") or js.get("ready"):
+        step.phase(Phase.RUNNING, f"running {_describe(alloc)}", ("Running", f"running {_describe(alloc)}"))
+    else:
+        step.phase(Phase.PLACED, f"placed {_describe(alloc)}")
+
+
+def _serve(body: dict, spec: GenerativeJobSpec, step: Step) -> None:
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    step.status["rayServiceName"] = name
+    svc = kube().get_rayservice(ns, name)
+    if svc is None:
+        manifest = render_rayservice(name, ns, spec, {**MANAGED_BY, "gensched.io/job": name})
+        manifest["metadata"]["ownerReferences"] = [owner_reference(body)]
+        try:
+            kube().create_rayservice(ns, manifest)
+        except ApiException as exc:
+            if exc.status == 404:
+                msg = "the RayService API (ray.io/v1) is not installed: install the KubeRay operator"
+                step.condition("Ready", False, "KubeRayMissing", msg)
+                step.phase(Phase.PENDING, msg, ("KubeRayMissing", msg), warn=True)
+                return
+            if exc.status != 409:
+                raise
+        msg = "RayService created; waiting for KubeRay to bring the Serve application up"
+        step.condition("Ready", False, "Deploying", msg)
+        step.phase(Phase.PENDING, msg, ("RayServiceCreated", f"created RayService {name}"))
+        return
+    state = (svc.get("status") or {}).get("serviceStatus")
+    if state == "Running":
+        step.condition("Ready", True, "ServeRunning", "the Serve application is running")
+        step.phase(Phase.RUNNING, "serving", ("Serving", "the Serve application is running"))
+    else:
+        msg = f"RayService {name} is {state or 'starting'}"
+        step.condition("Ready", False, "Deploying", msg)
+        step.phase(Phase.PENDING, msg)
+
+
+def on_job_event(job: dict) -> None:
+    """A Job we own changed: mirror it into its GenerativeJob (from the Job watch)."""
+    labels = job["metadata"].get("labels") or {}
+    name = labels.get("gensched.io/job")
+    placed = (job["metadata"].get("annotations") or {}).get(ANN_PLACEMENT)
+    if not name or not placed:
+        return
+    gj = kube().get_generativejob(job["metadata"]["namespace"], name)
+    if gj is None or (gj.get("status") or {}).get("phase") in {p.value for p in TERMINAL_PHASES}:
+        if job_finished(job):
+            RESERVATIONS.release(decode_allocation(placed).key)
+        return
+    step = Step(gj)
+    mirror_job(gj, job, step, decode_allocation(placed))
+    step.flush(None)

@@ -1,0 +1,105 @@
+"""The operator's cluster picture: GPU nodes plus the reservations recorded on owned Jobs.
+
+It lives in memory for speed, but is only ever a cache of the API: ``rebuild``
+reads nodes and Jobs after a (re)start; every reservation is written to its
+Job before the Job is released. A lock makes place/release atomic across
+kopf's handler threads, so a GPU share is never handed out twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from gensched.controller.nodes import gpu_node_from
+from gensched.controller.objects import ANN_PLACEMENT, decode_allocation, job_finished
+from gensched.packing import Allocation, ClusterState, GpuNode, GpuRequest, Unschedulable, get_placer
+
+log = logging.getLogger(__name__)
+
+
+class Reservations:
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._nodes: dict[str, GpuNode] = {}
+        self._state = ClusterState([])
+
+    def rebuild(self, nodes: list[dict], jobs: list[dict]) -> list[str]:
+        """Reset from API objects; returns conflicts (two Jobs claiming one GPU share)."""
+        allocs = []
+        for job in jobs:
+            ann = (job.get("metadata", {}).get("annotations") or {}).get(ANN_PLACEMENT)
+            if ann and not job_finished(job):
+                try:
+                    allocs.append(decode_allocation(ann))
+                except (ValueError, KeyError) as exc:
+                    log.warning("ignoring unreadable placement on Job %s: %s", job["metadata"]["name"], exc)
+        with self._lock:
+            self._nodes = {n.name: n for n in filter(None, (gpu_node_from(n) for n in nodes))}
+            self._state, conflicts = ClusterState.rebuild(list(self._nodes.values()), allocs)
+        for c in conflicts:
+            log.error("reservation conflict while rebuilding: %s", c)
+        return conflicts
+
+    def upsert_node(self, node: dict) -> None:
+        gpu = gpu_node_from(node)
+        name = node["metadata"]["name"]
+        with self._lock:
+            if gpu is None:
+                if name in self._nodes:
+                    del self._nodes[name]
+                    self._reindex()
+            elif self._nodes.get(name) != gpu:
+                self._nodes[name] = gpu
+                self._reindex()
+
+    def remove_node(self, name: str) -> None:
+        with self._lock:
+            if self._nodes.pop(name, None) is not None:
+                self._reindex()
+
+    def _reindex(self) -> None:
+        allocs = list(self._state.allocations.values())
+        self._state, conflicts = ClusterState.rebuild(list(self._nodes.values()), allocs)
+        for c in conflicts:
+            log.error("node change left a reservation without room: %s", c)
+
+    def place(self, req: GpuRequest, strategy: str) -> Allocation | Unschedulable:
+        """Choose and reserve in one step (or return why not)."""
+        with self._lock:
+            held = self._state.allocations.get(req.key)
+            if held is not None:
+                return held
+            decision = get_placer(strategy).place(self._state, req)
+            if isinstance(decision, Allocation):
+                self._state.reserve(decision)
+            return decision
+
+    def adopt(self, alloc: Allocation) -> None:
+        """Record a reservation found on a Job (idempotent)."""
+        with self._lock:
+            if self._state.allocations.get(alloc.key) != alloc:
+                self._state.release(alloc.key)
+                self._state.reserve(alloc)
+
+    def release(self, key: str) -> Allocation | None:
+        with self._lock:
+            return self._state.release(key)
+
+    def holding(self, key: str) -> Allocation | None:
+        with self._lock:
+            return self._state.allocations.get(key)
+
+    def gpu_model(self, node: str) -> str | None:
+        with self._lock:
+            known = self._nodes.get(node)
+            return known.gpu_model if known else None
+
+    def snapshot(self) -> tuple[int, int, float, int]:
+        """(allocated milli, total milli, fragmentation, GPU nodes)."""
+        with self._lock:
+            s = self._state
+            return s.allocated_milli(), s.total_milli(), s.fragmentation(), len(self._nodes)
+
+
+RESERVATIONS = Reservations()

@@ -1,0 +1,1 @@
+"""Metrics the operator exports, and (later) Prometheus queries it reads."""

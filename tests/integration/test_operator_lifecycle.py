@@ -1,0 +1,139 @@
+"""The operator (kopf's real loop, as `gensched run`) against the API emulator, driven by kubectl."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import Cluster, OperatorProcess, wait_for
+from tests.harness.tools import ROOT, Kubectl
+
+pytestmark = pytest.mark.integration
+EXAMPLES = ROOT / "workloads" / "examples"
+
+
+def test_batch_job_is_placed_released_and_mirrored(cluster: Cluster, operator: OperatorProcess,
+                                                   crds: Kubectl) -> None:
+    cluster.add_node("gpu-a", gpus=4)
+    crds("apply", "-f", str(EXAMPLES / "batch-llama-int4.yaml"))
+    crds("wait", "--for=jsonpath={.status.phase}=Succeeded", "gj/synth-llama-int4", "--timeout=60s")
+    gj = cluster.gj("synth-llama-int4")
+    assert gj is not None
+    st = gj["status"]
+    assert st["placement"]["node"] == "gpu-a"
+    assert st["placement"]["gpuMilli"] == 250
+    assert st["gpuMemoryGiB"] == pytest.approx(4.91)
+    assert st["gpuHours"] > 0
+    assert {c["type"]: c["status"] for c in st["conditions"]}["Valid"] == "True"
+    job = cluster.get("batch", "jobs", "default", "synth-llama-int4")
+    assert job is not None and job["spec"]["suspend"] is False
+    assert job["metadata"]["ownerReferences"][0]["uid"] == gj["metadata"]["uid"]
+    tmpl = job["spec"]["template"]
+    assert tmpl["metadata"]["annotations"]["gensched.io/gpu-milli"] == "250"
+    terms = tmpl["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["gpu-a"]
+    assert set(cluster.standin.bound.values()) == {"gpu-a"}
+    # Events are posted asynchronously by kopf: wait for them rather than racing the poster.
+    wait_for(lambda: {"Placed", "Succeeded"} <= {e["reason"] for e in cluster.events_for("synth-llama-int4")},
+             what="Placed and Succeeded events")
+    out = crds("get", "gj", "synth-llama-int4").stdout
+    assert "Succeeded" in out and "gpu-a" in out
+
+
+def test_invalid_spec_is_reported_and_creates_nothing(cluster: Cluster, operator: OperatorProcess,
+                                                      crds: Kubectl) -> None:
+    cluster.add_node("gpu-a")
+    doc = yaml.safe_load((EXAMPLES / "batch-llama-int4.yaml").read_text())
+    doc["metadata"]["name"] = "bad-gpus"
+    doc["spec"]["resources"]["gpus"] = 1.5  # allowed by the schema, refused by the API rules
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    gj = cluster.wait_phase("bad-gpus", "Invalid")
+    assert "spec.resources.gpus" in gj["status"]["message"]
+    assert "whole number" in gj["status"]["message"]
+    valid = next(c for c in gj["status"]["conditions"] if c["type"] == "Valid")
+    assert valid["status"] == "False" and valid["reason"] == "InvalidSpec"
+    warnings = wait_for(lambda: [e for e in cluster.events_for("bad-gpus") if e["type"] == "Warning"],
+                        what="a Warning event")
+    assert "spec.resources.gpus" in warnings[0]["message"]
+    assert cluster.get("batch", "jobs", "default", "bad-gpus") is None
+
+
+def test_schema_rejects_out_of_range_gpus_at_apply(crds: Kubectl) -> None:
+    doc = yaml.safe_load((EXAMPLES / "batch-llama-int4.yaml").read_text())
+    doc["spec"]["resources"]["gpus"] = 9
+    result = crds("apply", "-f", "-", stdin=yaml.safe_dump(doc), check=False)
+    assert result.returncode != 0
+    assert "spec.resources.gpus" in result.stderr
+
+
+def test_unschedulable_job_waits_then_runs_when_gpus_free(cluster: Cluster, operator: OperatorProcess,
+                                                          crds: Kubectl) -> None:
+    cluster.add_node("gpu-a", gpus=2)
+    cluster.standin.hold.add("first")
+    for name in ("first", "second"):
+        doc = yaml.safe_load((EXAMPLES / "batch-70b-fp16.yaml").read_text())
+        doc["metadata"]["name"] = name
+        crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+        if name == "first":
+            cluster.wait_phase("first", "Running")
+    gj = cluster.wait_phase("second", "Pending")
+    assert "waiting for GPUs" in gj["status"]["message"]
+    job = cluster.get("batch", "jobs", "default", "second")
+    assert job is not None and job["spec"]["suspend"] is True
+    cluster.standin.hold.discard("first")
+    cluster.wait_phase("first", "Succeeded")
+    cluster.wait_phase("second", "Succeeded")
+
+
+def test_restart_loses_no_job_and_never_hands_a_gpu_out_twice(cluster: Cluster, operator: OperatorProcess,
+                                                              crds: Kubectl) -> None:
+    cluster.add_node("gpu-a", gpus=2)
+    cluster.standin.hold.add("holder")
+    doc = yaml.safe_load((EXAMPLES / "batch-70b-fp16.yaml").read_text())
+    doc["metadata"]["name"] = "holder"
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    cluster.wait_phase("holder", "Running")
+    operator.stop(kill=True)  # crash, no cleanup
+    doc["metadata"]["name"] = "newcomer"
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))  # arrives while the operator is down
+    operator.start()
+    gj = cluster.wait_phase("newcomer", "Pending")
+    assert "waiting for GPUs" in gj["status"]["message"]
+    assert "rebuilt: 1 GPU nodes, 2000/2000 milli-GPU reserved" in operator.logs()
+    cluster.standin.hold.discard("holder")
+    cluster.wait_phase("holder", "Succeeded")
+    cluster.wait_phase("newcomer", "Succeeded")
+    placements = [json.loads(j["metadata"]["annotations"]["gensched.io/placement"])
+                  for j in cluster.list("batch", "jobs")]
+    assert len(placements) == 2
+
+
+def test_delete_frees_gpus_and_children(cluster: Cluster, operator: OperatorProcess, crds: Kubectl) -> None:
+    cluster.add_node("gpu-a", gpus=2)
+    cluster.standin.hold.update({"one", "two"})
+    doc = yaml.safe_load((EXAMPLES / "batch-70b-fp16.yaml").read_text())
+    doc["metadata"]["name"] = "one"
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    cluster.wait_phase("one", "Running")
+    doc["metadata"]["name"] = "two"
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    cluster.wait_phase("two", "Pending")
+    crds("delete", "gj", "one", "--timeout=30s")
+    wait_for(lambda: cluster.get("batch", "jobs", "default", "one") is None, what="Job garbage-collected")
+    assert not [p for p in cluster.list("", "pods") if p["metadata"]["name"].startswith("one-")]
+    cluster.wait_phase("two", "Running")
+
+
+def test_serve_job_gets_a_rayservice_with_one_deployment_per_operator(
+        cluster: Cluster, operator: OperatorProcess, crds: Kubectl) -> None:
+    crds("apply", "-f", str(EXAMPLES / "serve-llama-operators.yaml"))
+    gj = cluster.wait_phase("chat-llama", "Running")
+    svc = cluster.get("ray.io", "rayservices", "default", "chat-llama")
+    assert svc is not None
+    assert svc["metadata"]["ownerReferences"][0]["uid"] == gj["metadata"]["uid"]
+    config = yaml.safe_load(svc["spec"]["serveConfigV2"])
+    names = [d["name"] for d in config["applications"][0]["deployments"]]
+    assert names == ["embed-early", "middle", "late-head", "Ingress"]
+    assert gj["status"]["rayServiceName"] == "chat-llama"
