@@ -117,7 +117,9 @@ class OperatorProcess:
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), GENSCHED_RETRY_SECONDS="1",
                    PYTHONUNBUFFERED="1")
         cmd = [sys.executable, "-m", "gensched", "run", "--standalone", "--metrics-port", "0",
-               "--liveness", f"http://127.0.0.1:{self.port}/healthz"] + (["-v"] if os.environ.get("GENSCHED_TEST_DEBUG") else [])
+               "--liveness", f"http://127.0.0.1:{self.port}/healthz"]
+        if os.environ.get("GENSCHED_TEST_DEBUG"):
+            cmd.append("-v")
         self._out = open(self.log, "a")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._out, stderr=subprocess.STDOUT)
         wait_for(self._healthy, 60, what="operator liveness endpoint")

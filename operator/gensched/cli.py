@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="replay the decision core offline (no cluster needed)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--nodes", type=int, default=16, help="GPU nodes in the built-in synthetic cluster")
-    p.add_argument("--jobs", type=int, default=120, help="jobs in the built-in synthetic mix")
+    p.add_argument("--jobs", type=int, default=200, help="jobs in the built-in synthetic mix")
     p.add_argument("--policy", default="all", help="packing strategy to show, or 'all' to compare")
     p.set_defaults(func=_cmd_simulate)
 

@@ -112,10 +112,10 @@ class ClusterStandIn:
             await emu.replace(kind, meta["namespace"], meta["name"],
                               dict(pod, status={"phase": "Running", "startTime": _now()}), "status")
             return
-        if status.get("phase") == "Running" and job_name not in self.hold:
-            if time.monotonic() - self._started.get(key, 0) >= self.run_seconds:
-                await emu.replace(kind, meta["namespace"], meta["name"],
-                                  dict(pod, status={**status, "phase": "Succeeded"}), "status")
+        ran = time.monotonic() - self._started.get(key, 0)
+        if status.get("phase") == "Running" and job_name not in self.hold and ran >= self.run_seconds:
+            await emu.replace(kind, meta["namespace"], meta["name"],
+                              dict(pod, status={**status, "phase": "Succeeded"}), "status")
 
     async def _job_status(self, job: dict, kind) -> None:
         meta = job["metadata"]

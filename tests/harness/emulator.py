@@ -18,6 +18,7 @@ Known gaps (real API server behaviour this does not emulate) are listed in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import random
@@ -274,7 +275,7 @@ def _human_age(stamp: Any) -> str | None:
         return stamp
     secs = (datetime.now(UTC) - then).total_seconds()
     if secs < 0:
-        return f"in {_human_age(datetime.fromtimestamp(2 * then.timestamp() - datetime.now(UTC).timestamp(), UTC).isoformat())}"
+        return "in the future"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if secs >= 2 * size:
             return f"{int(secs // size)}{unit}"
@@ -309,7 +310,8 @@ class Emulator(KubernetesEmulator):
     # -- registration
     def register(self, kind: Kind, shortnames: set[str] | None = None, categories: set[str] | None = None) -> None:
         self.kinds[(kind.group, kind.plural)] = kind
-        self.resources[f"{kind.group}/{kind.version}/{kind.plural}" if kind.group else f"{kind.version}/{kind.plural}"] = (
+        key = f"{kind.group}/{kind.version}/{kind.plural}" if kind.group else f"{kind.version}/{kind.plural}"
+        self.resources[key] = (
             ResourceInfo(
                 namespaced=kind.namespaced, kind=kind.kind, singular=kind.kind.lower(), verbs=ALL_VERBS,
                 shortnames=shortnames or set(), categories=categories or set(),
@@ -375,7 +377,8 @@ class Emulator(KubernetesEmulator):
                 continue
             gvk = {"group": k.group, "version": k.version, "kind": k.kind}
             base = f"/{'apis/' + k.group if k.group else 'api'}/{k.version}"
-            item = f"{base}/namespaces/{{namespace}}/{k.plural}/{{name}}" if k.namespaced else f"{base}/{k.plural}/{{name}}"
+            scope = f"{base}/namespaces/{{namespace}}" if k.namespaced else base
+            item = f"{scope}/{k.plural}/{{name}}"
             coll = item.rsplit("/", 1)[0]
             op = {"x-kubernetes-group-version-kind": gvk, "parameters": params, "responses": {"200": {}}}
             paths[item] = {"get": op, "put": op, "patch": op, "delete": op}
@@ -413,7 +416,8 @@ class Emulator(KubernetesEmulator):
         try:
             return self.kinds[(group, plural)]
         except KeyError:
-            raise _status_error(404, "NotFound", f"the server could not find the requested resource ({plural})") from None
+            msg = f"the server could not find the requested resource ({plural})"
+            raise _status_error(404, "NotFound", msg) from None
 
     async def create(self, kind: Kind, namespace: str | None, body: dict, strict: bool = False) -> dict:
         obj = copy.deepcopy(body)
@@ -615,7 +619,8 @@ class Emulator(KubernetesEmulator):
 
     @staticmethod
     def _matches(obj: dict, params: dict) -> bool:
-        if params.get("labelSelector") and not label_match(params["labelSelector"], obj["metadata"].get("labels") or {}):
+        labels = obj["metadata"].get("labels") or {}
+        if params.get("labelSelector") and not label_match(params["labelSelector"], labels):
             return False
         return not (params.get("fieldSelector") and not field_match(params["fieldSelector"], obj))
 
@@ -706,10 +711,8 @@ class Emulator(KubernetesEmulator):
                 if remaining is not None and remaining <= 0:
                     break
                 async with self.changed:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.changed.wait(), timeout=min(remaining or 1.0, 1.0))
-                    except TimeoutError:
-                        pass
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         return resp

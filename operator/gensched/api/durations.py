@@ -46,16 +46,11 @@ def parse_instant(text: str) -> datetime:
 
 def resolve_deadline(text: str, created: datetime) -> datetime:
     """A deadline is either an RFC 3339 time or a duration counted from ``created``."""
-    try:
+    if _DURATION.match(text.strip()):
         return created + parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        return parse_instant(text)
-    except ValueError as exc:
-        raise ValueError(
-            f"{text!r} is neither a duration ('12h') nor an RFC 3339 time ('2026-01-31T18:00:00Z')"
-        ) from exc
+    if re.match(r"^\d{4}-\d{2}-\d{2}", text.strip()):
+        return parse_instant(text)  # its own error says what is wrong with the time
+    raise ValueError(f"{text!r} is neither a duration ('12h') nor an RFC 3339 time ('2026-01-31T18:00:00Z')")
 
 
 def rfc3339(value: datetime) -> str:

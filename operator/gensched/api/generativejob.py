@@ -274,7 +274,7 @@ class GenerativeJobSpec(KubeModel):
 def _ranges(values: list[int]) -> str:
     out: list[str] = []
     start = prev = values[0]
-    for v in values[1:] + [math.inf]:  # type: ignore[list-item]
+    for v in [*values[1:], math.inf]:  # type: ignore[list-item]
         if v != prev + 1:
             out.append(f"{start}" if start == prev else f"{start}-{prev}")
             start = v  # type: ignore[assignment]

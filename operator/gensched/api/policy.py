@@ -121,7 +121,9 @@ class TimingSpec(KubeModel):
 
 
 class AutoscalingSpec(KubeModel):
-    granularity: Granularity = Field(default=Granularity.OPERATOR, description="Scale per model operator or whole model.")
+    granularity: Granularity = Field(
+        default=Granularity.OPERATOR, description="Scale per model operator or whole model."
+    )
     interval_seconds: int = Field(default=30, ge=5, le=3600, description="How often replicas are re-decided.")
     cooldown_seconds: int = Field(default=60, ge=0, le=86400, description="Minimum time between two changes.")
     scale_down_stabilization_seconds: int = Field(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from kubernetes.utils import parse_quantity
-
+from gensched.api.quantity import parse_quantity
 from gensched.packing import GpuNode
 
 GPU_RESOURCE = "nvidia.com/gpu"

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 
-from kubernetes.utils import parse_quantity
-
 from gensched.api.generativejob import GenerativeJobSpec
-from gensched.packing import Allocation, GpuRequest
+from gensched.packing import Allocation
+from gensched.packing.requests import request_for
+
+__all__ = ["batch_job", "decode_allocation", "encode_allocation", "job_finished", "owner_reference",
+           "release_patch", "request_for"]
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "gensched"}
 LABEL_JOB = "gensched.io/job"
@@ -23,19 +25,6 @@ ANN_GPUS = "gensched.io/gpus"
 ANN_MILLI = "gensched.io/gpu-milli"
 ANN_NODE = "gensched.io/node"
 HOSTNAME = "kubernetes.io/hostname"
-
-
-def request_for(key: str, spec: GenerativeJobSpec) -> GpuRequest:
-    res = spec.resources
-    return GpuRequest(
-        key=key,
-        whole_gpus=res.whole_gpus,
-        gpu_milli=res.gpu_milli,
-        gpu_memory_gib=spec.gpu_memory_gib(),
-        cpu_milli=int(parse_quantity(res.cpu) * 1000),
-        memory_mib=int(parse_quantity(res.memory) / 2**20),
-        gpu_models=tuple(res.gpu_models),
-    )
 
 
 def owner_reference(body: dict) -> dict:

@@ -1,0 +1,24 @@
+"""The main job and CRD writer run offline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from gensched.cli import main
+
+
+def test_simulate_runs_on_built_in_defaults() -> None:
+    out = subprocess.run([sys.executable, "-m", "gensched", "simulate"], capture_output=True, text=True, check=True)
+    assert "GPU packing" in out.stdout and "BestFit" in out.stdout and "FirstFit" in out.stdout
+    rows = [line.split() for line in out.stdout.splitlines() if line.strip().startswith(("FirstFit", "BestFit"))]
+    for row in rows:
+        placed, failed = int(row[1]), int(row[2])
+        assert placed + failed == 200 and placed > 0
+
+
+def test_crds_command_writes_files(tmp_path: Path) -> None:
+    assert main(["crds", "--out", str(tmp_path / "a"), "--chart", ""]) == 0
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "gensched.io_generativejobs.yaml", "gensched.io_schedulingpolicies.yaml"]
