@@ -111,12 +111,13 @@ class OperatorProcess:
         self.kubeconfig, self.log = kubeconfig, log
         self.proc: subprocess.Popen | None = None
         self.port = 0
+        self.metrics_port = 0
 
     def start(self) -> None:
-        self.port = free_port()
+        self.port, self.metrics_port = free_port(), free_port()
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), GENSCHED_RETRY_SECONDS="1",
                    PYTHONUNBUFFERED="1")
-        cmd = [sys.executable, "-m", "gensched", "run", "--standalone", "--metrics-port", "0",
+        cmd = [sys.executable, "-m", "gensched", "run", "--standalone", "--metrics-port", str(self.metrics_port),
                "--liveness", f"http://127.0.0.1:{self.port}/healthz"]
         if os.environ.get("GENSCHED_TEST_DEBUG"):
             cmd.append("-v")
@@ -148,6 +149,10 @@ class OperatorProcess:
             self.proc.wait(5)
         self.proc = None
         self._out.close()
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
 
     def logs(self) -> str:
         return self.log.read_text()

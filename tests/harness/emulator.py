@@ -35,7 +35,7 @@ import attrs
 import jsonpatch
 import jsonschema
 from kmock import KubernetesEmulator, KubernetesError, ResourceInfo
-from kmock._internal import apps, rendering
+from kmock._internal import apps, parsing, rendering
 
 ALL_VERBS = {"create", "delete", "get", "list", "patch", "update", "watch"}
 HISTORY = 20_000
@@ -88,6 +88,23 @@ BUILTINS: list[tuple[str, str, str, str, bool, bool, set[str]]] = [
 
 class ApiError(KubernetesError):
     pass
+
+
+_stock_parse_path = parsing.parse_path
+
+
+def _parse_path(path: str) -> parsing.ParsedPath:
+    """kmock 0.8 reads '/api/v1/namespaces[/NAME[/status]]' as a namespace prefix and crashes; these
+    URLs address Namespace objects themselves."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and (len(parts) <= 4 or parts[4] in ("status", "finalize")):
+        return parsing.ParsedPath(group="", version="v1", plural="namespaces",
+                                  name=parts[3] if len(parts) > 3 else None,
+                                  subresource=parts[4] if len(parts) > 4 else None)
+    return _stock_parse_path(path)
+
+
+parsing.parse_path = _parse_path  # rendering.Request._parse looks it up at call time
 
 
 def _status_error(code: int, reason: str, message: str, kind: Kind | None = None, name: str | None = None,
@@ -302,6 +319,12 @@ class Emulator(KubernetesEmulator):
         super().__attrs_post_init__()
         for group, version, plural, kind, namespaced, status, short in BUILTINS:
             self.register(Kind(group, version, plural, kind, namespaced, status), short)
+        for ns in ("default", "kube-system"):  # what every cluster starts with
+            self.rv += 1
+            self.store[("", "namespaces", None, ns)] = {
+                "apiVersion": "v1", "kind": "Namespace", "status": {"phase": "Active"},
+                "metadata": {"name": ns, "uid": str(uuid.uuid4()), "creationTimestamp": _now(),
+                             "resourceVersion": str(self.rv), "generation": 1}}
         self.fallback["get /openapi/v2"] << 404
         self.fallback["get", re.compile(r"^/openapi/v3.*")] << self._serve_openapi_v3
         self.fallback["get", re.compile(r"^/apis/[^/]+/[^/]+$")] ** 1 << self._serve_resource_list

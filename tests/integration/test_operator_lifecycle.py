@@ -40,6 +40,11 @@ def test_batch_job_is_placed_released_and_mirrored(cluster: Cluster, operator: O
              what="Placed and Succeeded events")
     out = crds("get", "gj", "synth-llama-int4").stdout
     assert "Succeeded" in out and "gpu-a" in out
+    described = crds("describe", "gj", "synth-llama-int4").stdout
+    assert "Placed" in described and "on node gpu-a, GPU 0 (0.25 of the GPU)" in described
+    metrics = operator.metrics()
+    assert "gensched_gpu_capacity_milli 4000.0" in metrics
+    assert 'gensched_decisions_total{decision="Placed"} 1.0' in metrics
 
 
 def test_invalid_spec_is_reported_and_creates_nothing(cluster: Cluster, operator: OperatorProcess,
@@ -58,6 +63,12 @@ def test_invalid_spec_is_reported_and_creates_nothing(cluster: Cluster, operator
                         what="a Warning event")
     assert "spec.resources.gpus" in warnings[0]["message"]
     assert cluster.get("batch", "jobs", "default", "bad-gpus") is None
+    # Fixing the spec re-admits the job: nothing was lost while it was Invalid.
+    doc["spec"]["resources"]["gpus"] = 0.5
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    fixed = cluster.wait_phase("bad-gpus", "Succeeded")
+    assert fixed["status"]["placement"]["gpuMilli"] == 500
+    assert {c["type"]: c["status"] for c in fixed["status"]["conditions"]}["Valid"] == "True"
 
 
 def test_schema_rejects_out_of_range_gpus_at_apply(crds: Kubectl) -> None:
@@ -137,3 +148,28 @@ def test_serve_job_gets_a_rayservice_with_one_deployment_per_operator(
     names = [d["name"] for d in config["applications"][0]["deployments"]]
     assert names == ["embed-early", "middle", "late-head", "Ingress"]
     assert gj["status"]["rayServiceName"] == "chat-llama"
+    # Regrouping the layers rolls the RayService forward.
+    doc = yaml.safe_load((EXAMPLES / "serve-llama-operators.yaml").read_text())
+    doc["spec"]["serve"]["operators"] = [{"name": "front", "layers": "0-15"}, {"name": "back", "layers": "16-31"}]
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+
+    def deployments() -> list[str]:
+        svc = cluster.get("ray.io", "rayservices", "default", "chat-llama") or {"spec": {"serveConfigV2": "{}"}}
+        apps = (yaml.safe_load(svc["spec"]["serveConfigV2"]) or {}).get("applications") or [{}]
+        return [d["name"] for d in apps[0].get("deployments", [])]
+    wait_for(lambda: deployments() == ["front", "back", "Ingress"], what="RayService regrouped")
+
+
+def test_spec_change_after_placement_is_reported(cluster: Cluster, operator: OperatorProcess,
+                                                 crds: Kubectl) -> None:
+    cluster.add_node("gpu-a", gpus=2)
+    cluster.standin.hold.add("render-70b")
+    crds("apply", "-f", str(EXAMPLES / "batch-70b-fp16.yaml"))
+    cluster.wait_phase("render-70b", "Running")
+    doc = yaml.safe_load((EXAMPLES / "batch-70b-fp16.yaml").read_text())
+    doc["spec"]["resources"]["gpus"] = 1
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    warning = wait_for(lambda: [e for e in cluster.events_for("render-70b") if e["reason"] == "SpecChangeIgnored"],
+                       what="SpecChangeIgnored event")
+    assert "delete and re-create" in warning[0]["message"]
+    assert cluster.gj("render-70b")["status"]["placement"]["gpuIndices"] == [0, 1]

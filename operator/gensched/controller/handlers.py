@@ -42,9 +42,15 @@ def _publish() -> None:
 
 @kopf.on.resume(*GJ)
 @kopf.on.create(*GJ)
-@kopf.on.update(*GJ, field="spec")
 def admit(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     lifecycle.reconcile(dict(body), patch)
+    _publish()
+
+
+@kopf.on.update(*GJ, field="spec")
+def respec(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """An edited spec: re-admit a fixed Invalid job, roll serving forward, warn about placed batch jobs."""
+    lifecycle.reconcile(dict(body), patch, spec_changed=True)
     _publish()
 
 

@@ -72,6 +72,9 @@ class Kube:
                 return None
             raise
 
+    def patch_rayservice(self, namespace: str, name: str, patch: dict) -> None:
+        self.custom.patch_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", name, patch)
+
     def create_rayservice(self, namespace: str, body: dict) -> None:
         self.custom.create_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", body)
 

@@ -109,10 +109,14 @@ def resolve_policy(name: str | None) -> tuple[str, SchedulingPolicySpec]:
         raise LookupError(f"SchedulingPolicy '{chosen['metadata']['name']}' is invalid: {problems}") from exc
 
 
-def reconcile(body: dict, patch: kopf.Patch | None = None) -> None:
-    """One level-triggered pass over a GenerativeJob."""
+def reconcile(body: dict, patch: kopf.Patch | None = None, spec_changed: bool = False) -> None:
+    """One level-triggered pass over a GenerativeJob.
+
+    ``spec_changed`` is set for edits: a fixed spec leaves Invalid and is admitted afresh.
+    """
     status = body.get("status") or {}
-    if status.get("phase") in {p.value for p in TERMINAL_PHASES}:
+    phase = status.get("phase")
+    if phase in {p.value for p in TERMINAL_PHASES} and not (spec_changed and phase == Phase.INVALID):
         return
     step = Step(body)
     try:
@@ -136,13 +140,14 @@ def reconcile(body: dict, patch: kopf.Patch | None = None) -> None:
     step.status["policy"] = policy_name
     step.condition("PolicyResolved", True, "PolicyFound", f"using SchedulingPolicy {policy_name}")
     if spec.mode == JobMode.SERVE:
-        _serve(body, spec, step)
+        _serve(body, spec, step, spec_changed)
     else:
-        _batch(body, spec, policy, step)
+        _batch(body, spec, policy, step, spec_changed)
     step.flush(patch)
 
 
-def _batch(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, step: Step) -> None:
+def _batch(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, step: Step,
+           spec_changed: bool = False) -> None:
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
     step.status["jobName"] = name
@@ -160,6 +165,11 @@ def _batch(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, st
         alloc = decode_allocation(placed)
         if not job_finished(job):
             RESERVATIONS.adopt(alloc)
+        if spec_changed:
+            msg = ("spec changed after placement: a released job keeps its GPUs and container; "
+                   "delete and re-create the GenerativeJob to apply the change")
+            step.condition("SpecApplied", False, "ChangedAfterPlacement", msg)
+            step.events.append(("Warning", "SpecChangeIgnored", msg))
         mirror_job(body, job, step, alloc)
         return
     created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
@@ -238,13 +248,17 @@ def mirror_job(body: dict, job: dict, step: Step, alloc: Allocation) -> None:
         step.phase(Phase.PLACED, f"placed {_describe(alloc)}")
 
 
-def _serve(body: dict, spec: GenerativeJobSpec, step: Step) -> None:
+def _serve(body: dict, spec: GenerativeJobSpec, step: Step, spec_changed: bool = False) -> None:
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
     step.status["rayServiceName"] = name
     svc = kube().get_rayservice(ns, name)
+    manifest = render_rayservice(name, ns, spec, {**MANAGED_BY, "gensched.io/job": name})
+    if svc is not None and spec_changed and svc.get("spec") != manifest["spec"]:
+        kube().patch_rayservice(ns, name, {"spec": manifest["spec"]})
+        step.events.append(("Normal", "RayServiceUpdated",
+                            f"updated RayService {name}: KubeRay rolls the Serve application to the new spec"))
     if svc is None:
-        manifest = render_rayservice(name, ns, spec, {**MANAGED_BY, "gensched.io/job": name})
         manifest["metadata"]["ownerReferences"] = [owner_reference(body)]
         try:
             kube().create_rayservice(ns, manifest)

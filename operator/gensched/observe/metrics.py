@@ -7,7 +7,7 @@ from prometheus_client import Counter, Gauge, start_http_server
 DECISIONS = Counter("gensched_decisions_total", "Scheduling decisions taken", ["decision"])
 GPU_ALLOCATED = Gauge("gensched_gpu_allocated_milli", "GPU capacity reserved, in milli-GPU")
 GPU_CAPACITY = Gauge("gensched_gpu_capacity_milli", "GPU capacity of known GPU nodes, in milli-GPU")
-FRAGMENTATION = Gauge("gensched_gpu_fragmentation_ratio", "Free GPU capacity stranded on partly used GPUs")
+FRAGMENTATION = Gauge("gensched_gpu_fragmentation_ratio", "Share of all GPU capacity left free on partly used GPUs")
 GPU_NODES = Gauge("gensched_gpu_nodes", "Schedulable GPU nodes known to the operator")
 MODEL_OPERATOR_REPLICAS = Gauge("gensched_model_operator_replicas", "Replicas per model operator",
                                 ["job", "operator"])

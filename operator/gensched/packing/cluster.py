@@ -127,18 +127,15 @@ class ClusterState:
         return sum(MILLI * len(s.free_milli) - sum(s.free_milli) for s in self._nodes.values())
 
     def fragmentation(self) -> float:
-        """Share of free GPU capacity stranded on partly used GPUs (0 = none).
+        """Share of all GPU capacity left free on partly used GPUs (0 = none).
 
         A partly used GPU can only host small shares, so its free part is the
         waste placement should avoid; fully free GPUs are not fragmented.
+        (Issue 3 adds FGD's workload-aware measure next to this simple one.)
         """
-        free = stranded = 0
-        for s in self._nodes.values():
-            for m in s.free_milli:
-                free += m
-                if 0 < m < MILLI:
-                    stranded += m
-        return stranded / free if free else 0.0
+        total = self.total_milli()
+        stranded = sum(m for s in self._nodes.values() for m in s.free_milli if 0 < m < MILLI)
+        return stranded / total if total else 0.0
 
     def candidate_gpus(self, node: str, req: GpuRequest) -> list[int] | None:
         """GPU indices on ``node`` that could take ``req`` (all of them, best order first)."""
