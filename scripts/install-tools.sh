@@ -6,7 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.tools/bin"
 mkdir -p "$bin"
-py=${PYTHON:-python3}
+py=$(cd "$root" && realpath "$(command -v "${PYTHON:-python3}")")
 
 if [ ! -x "$bin/helm" ] || [ ! -x "$bin/kubectl" ]; then
   work=$(mktemp -d)
