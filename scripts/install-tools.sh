@@ -6,7 +6,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.tools/bin"
 mkdir -p "$bin"
-py=$(cd "$root" && realpath "$(command -v "${PYTHON:-python3}")")
+py=$(cd "$root" && command -v "${PYTHON:-python3}")
+case "$py" in /*) ;; *) py="$root/$py" ;; esac  # absolute, but keep the venv's own interpreter
 
 if [ ! -x "$bin/helm" ] || [ ! -x "$bin/kubectl" ]; then
   work=$(mktemp -d)
