@@ -107,8 +107,8 @@ def cluster(api: EmulatorServer, crds: Kubectl) -> Iterator[Cluster]:
 class OperatorProcess:
     """``gensched run`` as a subprocess (kopf's real loop), restartable."""
 
-    def __init__(self, kubeconfig: Path, log: Path) -> None:
-        self.kubeconfig, self.log = kubeconfig, log
+    def __init__(self, kubeconfig: Path, log: Path, webhook: bool = False) -> None:
+        self.kubeconfig, self.log, self.webhook = kubeconfig, log, webhook
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.metrics_port = 0
@@ -119,6 +119,9 @@ class OperatorProcess:
                    PYTHONUNBUFFERED="1")
         cmd = [sys.executable, "-m", "gensched", "run", "--standalone", "--metrics-port", str(self.metrics_port),
                "--liveness", f"http://127.0.0.1:{self.port}/healthz"]
+        if self.webhook:
+            cmd += ["--webhook-port", str(free_port()), "--webhook-addr", "127.0.0.1", "--webhook-host", "127.0.0.1",
+                    "--webhook-insecure"]
         if os.environ.get("GENSCHED_TEST_DEBUG"):
             cmd.append("-v")
         self._out = open(self.log, "a")  # noqa: SIM115
@@ -158,9 +161,11 @@ class OperatorProcess:
         return self.log.read_text()
 
 
-@pytest.fixture
-def operator(api: EmulatorServer, cluster: Cluster, tmp_path: Path) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(tmp_path / "kubeconfig", tmp_path / "operator.log")
+@pytest.fixture(params=[False], ids=["no-webhook"])
+def operator(request: pytest.FixtureRequest, api: EmulatorServer, cluster: Cluster,
+             tmp_path: Path) -> Iterator[OperatorProcess]:
+    """The operator; tests can ask for its admission webhook with ``indirect`` parametrisation."""
+    op = OperatorProcess(tmp_path / "kubeconfig", tmp_path / "operator.log", webhook=request.param)
     op.start()
     yield op
     op.stop()

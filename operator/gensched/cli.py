@@ -21,14 +21,18 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from gensched.controller.main import run_operator
+    from gensched.controller.main import WebhookOptions, run_operator
 
+    webhook = WebhookOptions(port=args.webhook_port, addr=args.webhook_addr, host=args.webhook_host,
+                             insecure=args.webhook_insecure, certfile=args.webhook_certfile,
+                             pkeyfile=args.webhook_pkeyfile, cafile=args.webhook_cafile)
     return run_operator(
         namespaces=args.namespace,
         standalone=args.standalone,
         liveness=args.liveness,
         metrics_port=args.metrics_port,
         verbose=args.verbose,
+        webhook=webhook,
     )
 
 
@@ -54,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--standalone", action="store_true", help="no peering with other operator instances")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness probe endpoint URL")
     p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port (0: off)")
+    p.add_argument("--webhook-port", type=int, default=0, help="serve the validating webhook here (0: off)")
+    p.add_argument("--webhook-addr", default="0.0.0.0", help="address the webhook listens on")
+    p.add_argument("--webhook-host", default=None, help="host name the API server calls (e.g. SVC.NS.svc)")
+    p.add_argument("--webhook-insecure", action="store_true", help="plain HTTP (local development only)")
+    p.add_argument("--webhook-certfile", default=None, help="TLS certificate (e.g. from cert-manager)")
+    p.add_argument("--webhook-pkeyfile", default=None, help="TLS private key")
+    p.add_argument("--webhook-cafile", default=None, help="CA bundle the API server trusts (caBundle)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=_cmd_run)
 

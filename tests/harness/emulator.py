@@ -83,6 +83,8 @@ BUILTINS: list[tuple[str, str, str, str, bool, bool, set[str]]] = [
     ("coordination.k8s.io", "v1", "leases", "Lease", True, False, set()),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False, True, {"crd"}),
     ("ray.io", "v1", "rayservices", "RayService", True, True, set()),
+    ("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "ValidatingWebhookConfiguration",
+     False, False, set()),
 ]
 
 
@@ -303,6 +305,47 @@ def _jsonpath(obj: dict, path: str) -> Any:
     return _dig(obj, path.lstrip("."))
 
 
+# ---------------------------------------------------------------- admission
+def _rule_matches(rules: list[dict], kind: Kind, operation: str) -> bool:
+    def has(values: list[str] | None, value: str) -> bool:
+        return bool(values) and ("*" in values or value in values)
+
+    return any(has(r.get("apiGroups"), kind.group) and has(r.get("apiVersions"), kind.version)
+               and has(r.get("operations"), operation) and has(r.get("resources"), kind.plural) for r in rules)
+
+
+async def call_validating_webhooks(configs: list[dict], kind: Kind, operation: str, obj: dict,
+                                   old: dict | None) -> None:
+    """Send an AdmissionReview to each matching webhook (by URL); raise on denial or on failure with Fail."""
+    meta = obj.get("metadata") or {}
+    for cfg in configs:
+        for hook in cfg.get("webhooks") or []:
+            url = (hook.get("clientConfig") or {}).get("url")
+            if not url or not _rule_matches(hook.get("rules") or [], kind, operation):
+                continue  # service references need cluster DNS: not emulated
+            gvk = {"group": kind.group, "version": kind.version, "kind": kind.kind}
+            gvr = {"group": kind.group, "version": kind.version, "resource": kind.plural}
+            review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+                "uid": str(uuid.uuid4()), "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+                "name": meta.get("name"), "namespace": meta.get("namespace"), "operation": operation,
+                "userInfo": {"username": "emulator-user"}, "object": obj, "oldObject": old, "dryRun": False,
+                "options": {}}}
+            try:
+                timeout = aiohttp.ClientTimeout(total=hook.get("timeoutSeconds") or 10)
+                async with aiohttp.ClientSession(timeout=timeout) as session, session.post(url, json=review) as r:
+                    answer = (await r.json())["response"]
+            except Exception as exc:
+                if hook.get("failurePolicy", "Fail") == "Ignore":
+                    continue
+                raise _status_error(500, "InternalError", f'Internal error occurred: failed calling webhook '
+                                    f'"{hook.get("name")}": {exc}') from None
+            if not answer.get("allowed"):
+                st = answer.get("status") or {}
+                raise _status_error(int(st.get("code") or 400), st.get("reason") or "BadRequest",
+                                    f'admission webhook "{hook.get("name")}" denied the request: '
+                                    f'{st.get("message", "")}')
+
+
 # ---------------------------------------------------------------- the store
 @attrs.define(kw_only=True)
 class Emulator(KubernetesEmulator):
@@ -413,6 +456,13 @@ class Emulator(KubernetesEmulator):
         return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.31.0"},
                 "paths": paths, "components": {"schemas": schemas}}
 
+    async def _admit(self, kind: Kind, operation: str, obj: dict, old: dict | None) -> None:
+        if kind.plural == "validatingwebhookconfigurations":
+            return
+        configs = self.list("admissionregistration.k8s.io", "validatingwebhookconfigurations")
+        if configs:
+            await call_validating_webhooks(configs, kind, operation, obj, old)
+
     # -- events
     async def _emit(self, kind: Kind, type_: str, obj: dict) -> None:
         self.history.append((int(obj["metadata"]["resourceVersion"]), kind.group, kind.plural, type_,
@@ -470,6 +520,7 @@ class Emulator(KubernetesEmulator):
         if kind.status_subresource and kind.group not in ("", "batch", "apiextensions.k8s.io"):
             obj.pop("status", None)
         validate_against(kind, obj, strict)
+        await self._admit(kind, "CREATE", obj, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = _now()
         meta["generation"] = 1
@@ -519,6 +570,8 @@ class Emulator(KubernetesEmulator):
                 else:
                     meta.pop(fixed, None)
             validate_against(kind, result, strict)
+            if result.get("spec") != cur.get("spec") or result["metadata"] != cur["metadata"]:
+                await self._admit(kind, "UPDATE", result, cur)
         result["apiVersion"], result["kind"] = kind.api_version, kind.kind
         result["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
         if result == cur:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,8 @@ def test_rendered_manifests_are_valid_kubernetes(helm: str, tmp_path: Path) -> N
     core = [d for d in docs if d["kind"] not in ("ServiceMonitor", "SchedulingPolicy")]
     path = tmp_path / "rendered.yaml"
     path.write_text(yaml.safe_dump_all(core))
-    result = subprocess.run(["kubernetes-validate", "--strict", str(path)], capture_output=True, text=True)
+    validator = Path(sys.executable).parent / "kubernetes-validate"  # installed with the test extra
+    result = subprocess.run([str(validator), "--strict", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -79,3 +81,21 @@ def test_namespaced_mode_and_default_policy_from_values(helm: str) -> None:
     assert "--namespace=ml" in args and "--namespace=batch" in args
     assert docs["SchedulingPolicy"]["spec"]["timing"]["mode"] == "OffPeak"
     assert docs["SchedulingPolicy"]["spec"]["default"] is True
+
+
+def test_webhook_mode_renders_tls_service_and_rbac(helm: str, tmp_path: Path) -> None:
+    refused = subprocess.run([helm, "template", "rel", str(CHART), "--set", "webhook.enabled=true"],
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "tlsSecret" in refused.stderr  # a TLS Secret is required
+    docs = render(helm, "webhook.enabled=true", "webhook.tlsSecret=gensched-webhook-tls")
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--webhook-host=rel-gensched-webhook.gensched.svc" in args and "--webhook-certfile=/tls/tls.crt" in args
+    assert any(s["metadata"]["name"] == "rel-gensched-webhook" for s in docs if s["kind"] == "Service")
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert any("validatingwebhookconfigurations" in r["resources"] for r in role["rules"])
+    path = tmp_path / "webhook.yaml"
+    path.write_text(yaml.safe_dump_all([d for d in docs if d["kind"] not in ("SchedulingPolicy",)]))
+    validator = Path(sys.executable).parent / "kubernetes-validate"
+    result = subprocess.run([str(validator), "--strict", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -173,3 +173,26 @@ def test_spec_change_after_placement_is_reported(cluster: Cluster, operator: Ope
                        what="SpecChangeIgnored event")
     assert "delete and re-create" in warning[0]["message"]
     assert cluster.gj("render-70b")["status"]["placement"]["gpuIndices"] == [0, 1]
+
+
+@pytest.mark.parametrize("operator", [True], ids=["webhook"], indirect=True)
+def test_admission_webhook_rejects_bad_specs_at_apply(cluster: Cluster, operator: OperatorProcess,
+                                                      crds: Kubectl) -> None:
+    hooks = wait_for(lambda: [h for c in cluster.list("admissionregistration.k8s.io",
+                                                      "validatingwebhookconfigurations")
+                              for h in c.get("webhooks") or []], what="kopf to register its webhooks")
+    assert {h["failurePolicy"] for h in hooks} == {"Ignore"}
+    doc = yaml.safe_load((EXAMPLES / "batch-llama-int4.yaml").read_text())
+    doc["spec"]["resources"]["gpus"] = 1.5
+    result = crds("apply", "-f", "-", stdin=yaml.safe_dump(doc), check=False)
+    assert result.returncode != 0
+    assert "denied the request" in result.stderr and "spec.resources.gpus" in result.stderr
+    assert cluster.gj("synth-llama-int4") is None  # nothing stored
+    bad_policy = {"apiVersion": "gensched.io/v1alpha1", "kind": "SchedulingPolicy", "metadata": {"name": "p"},
+                  "spec": {"timing": {"mode": "OffPeak"}}}
+    result = crds("apply", "-f", "-", stdin=yaml.safe_dump(bad_policy), check=False)
+    assert result.returncode != 0 and "offPeakWindows" in result.stderr
+    operator.stop()  # webhook unreachable: failurePolicy Ignore lets work through; the controller validates
+    doc["spec"]["resources"]["gpus"] = 0.5
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    assert cluster.gj("synth-llama-int4") is not None
