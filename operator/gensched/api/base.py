@@ -17,6 +17,7 @@ class KubeModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         use_enum_values=True,
+        validate_default=True,  # defaulted enums become plain strings too (YAML/JSON safe)
     )
 
     def to_wire(self) -> dict:

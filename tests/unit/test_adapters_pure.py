@@ -1,0 +1,73 @@
+"""Pure parts of the adapters: reading GPU nodes, the RayService manifest, the operator's dependencies."""
+
+from __future__ import annotations
+
+from importlib.metadata import requires
+
+import pytest
+import yaml
+
+from gensched.api import GenerativeJobSpec
+from gensched.autoscale import render_rayservice
+from gensched.controller.nodes import gpu_node_from
+from gensched.controller.objects import decode_allocation, encode_allocation, release_patch
+from gensched.packing import Allocation
+
+
+def node(labels: dict[str, str], capacity: dict[str, str], unschedulable: bool = False) -> dict:
+    return {"metadata": {"name": "n1", "labels": labels}, "spec": {"unschedulable": unschedulable},
+            "status": {"capacity": capacity, "allocatable": capacity}}
+
+
+def test_gpu_nodes_follow_device_plugin_and_gfd_labels() -> None:
+    gfd = {"nvidia.com/gpu.product": "NVIDIA-L4", "nvidia.com/gpu.memory": "23034", "nvidia.com/gpu.count": "4"}
+    # time-slicing advertises 4 replicas per GPU: the physical count comes from GFD's label
+    n = gpu_node_from(node(gfd, {"nvidia.com/gpu": "16", "cpu": "48", "memory": "192Gi"}))
+    assert n is not None and (n.gpu_count, n.gpu_model, n.cpu_milli) == (4, "NVIDIA-L4", 48_000)
+    assert n.gpu_memory_gib == pytest.approx(22.49, abs=0.01) and n.memory_mib == 192 * 1024
+    assert gpu_node_from(node({}, {"cpu": "8", "memory": "32Gi"})) is None
+    assert gpu_node_from(node(gfd, {"nvidia.com/gpu": "4"}, unschedulable=True)) is None
+
+
+def test_placement_record_round_trips_and_pins_the_node() -> None:
+    alloc = Allocation("ns/j", "gpu-a", (2, 3), 1000, 40.0, 4000, 16384)
+    assert decode_allocation(encode_allocation(alloc)) == alloc
+    patch = release_patch(alloc)
+    assert patch["spec"]["suspend"] is False
+    term = patch["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"][0]
+    assert term == {"key": "kubernetes.io/hostname", "operator": "In", "values": ["gpu-a"]}
+    assert patch["spec"]["template"]["metadata"]["annotations"]["gensched.io/gpus"] == "2,3"
+
+
+SERVE = {"mode": "Serve", "model": {"name": "llama", "parametersBillions": 7, "layers": 32, "image": "img:1"},
+         "resources": {"gpus": 1}, "serve": {"slo": {"ttftMs": 500, "tbtMs": 50}, "minReplicas": 1,
+                                             "maxReplicas": 3,
+                                             "operators": [{"name": "a", "layers": "0-7"},
+                                                           {"name": "b", "layers": "8-31"}]}}
+
+
+def test_rayservice_has_the_fields_kuberay_documents() -> None:
+    m = render_rayservice("chat", "ml", GenerativeJobSpec.model_validate(SERVE), {"x": "y"})
+    assert (m["apiVersion"], m["kind"], m["metadata"]["namespace"]) == ("ray.io/v1", "RayService", "ml")
+    spec = m["spec"]
+    assert isinstance(spec["serveConfigV2"], str)  # KubeRay takes the Serve config as a YAML string
+    cluster = spec["rayClusterConfig"]
+    assert cluster["rayVersion"] and cluster["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+    assert cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] == "img:1"
+    worker = cluster["workerGroupSpecs"][0]
+    assert worker["groupName"] and worker["minReplicas"] <= worker["replicas"] <= worker["maxReplicas"]
+    assert worker["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    app = yaml.safe_load(spec["serveConfigV2"])["applications"][0]
+    assert app["import_path"] and app["route_prefix"] == "/"
+    ops = {d["name"]: d for d in app["deployments"] if d["name"] != "Ingress"}
+    assert list(ops) == ["a", "b"]
+    assert ops["a"]["ray_actor_options"]["num_gpus"] == 0.25 and ops["b"]["ray_actor_options"]["num_gpus"] == 0.75
+    assert ops["b"]["user_config"] == {"first_layer": 8, "last_layer": 31}
+
+
+def test_operator_install_stays_free_of_torch_and_ray() -> None:
+    base = [r for r in requires("gensched") or [] if "extra ==" not in r]
+    assert base and not [r for r in base if r.startswith(("torch", "ray"))]
+    extras = [r for r in requires("gensched") or [] if 'extra == "workloads"' in r]
+    assert any(r.startswith("torch==2.13.0") for r in extras)
