@@ -107,8 +107,8 @@ def cluster(api: EmulatorServer, crds: Kubectl) -> Iterator[Cluster]:
 class OperatorProcess:
     """``gensched run`` as a subprocess (kopf's real loop), restartable."""
 
-    def __init__(self, kubeconfig: Path, log: Path, webhook: bool = False) -> None:
-        self.kubeconfig, self.log, self.webhook = kubeconfig, log, webhook
+    def __init__(self, kubeconfig: Path, log: Path, webhook: bool = False, namespaces: tuple[str, ...] = ()) -> None:
+        self.kubeconfig, self.log, self.webhook, self.namespaces = kubeconfig, log, webhook, namespaces
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.metrics_port = 0
@@ -119,6 +119,8 @@ class OperatorProcess:
                    PYTHONUNBUFFERED="1")
         cmd = [sys.executable, "-m", "gensched", "run", "--standalone", "--metrics-port", str(self.metrics_port),
                "--liveness", f"http://127.0.0.1:{self.port}/healthz"]
+        for ns in self.namespaces:
+            cmd += ["--namespace", ns]
         if self.webhook:
             cmd += ["--webhook-port", str(free_port()), "--webhook-addr", "127.0.0.1", "--webhook-host", "127.0.0.1",
                     "--webhook-insecure"]

@@ -196,3 +196,18 @@ def test_admission_webhook_rejects_bad_specs_at_apply(cluster: Cluster, operator
     doc["spec"]["resources"]["gpus"] = 0.5
     crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
     assert cluster.gj("synth-llama-int4") is not None
+
+
+def test_namespaced_operator_leaves_other_namespaces_alone(cluster: Cluster, crds: Kubectl, tmp_path) -> None:
+    cluster.add_node("gpu-a", gpus=2)
+    op = OperatorProcess(tmp_path / "kubeconfig", tmp_path / "ns-operator.log", namespaces=("ml",))
+    op.start()
+    try:
+        doc = yaml.safe_load((EXAMPLES / "batch-llama-int4.yaml").read_text())
+        crds("apply", "-n", "default", "-f", "-", stdin=yaml.safe_dump(doc))
+        crds("apply", "-n", "ml", "-f", "-", stdin=yaml.safe_dump(doc))
+        wait_for(lambda: cluster.phase("synth-llama-int4", "ml") == "Succeeded", what="job in ml to finish")
+        assert cluster.phase("synth-llama-int4", "default") is None  # not ours: untouched
+        assert cluster.get("batch", "jobs", "default", "synth-llama-int4") is None
+    finally:
+        op.stop()
