@@ -71,3 +71,10 @@ def test_operator_install_stays_free_of_torch_and_ray() -> None:
     assert base and not [r for r in base if r.startswith(("torch", "ray"))]
     extras = [r for r in requires("gensched") or [] if 'extra == "workloads"' in r]
     assert any(r.startswith("torch==2.13.0") for r in extras)
+
+
+def test_operator_dockerfile_installs_no_workloads_extra() -> None:
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "operator" / "Dockerfile").read_text()
+    assert "pip wheel" in text and "[workloads]" not in text and "torch" not in text.split("\n", 2)[2]
+    assert "USER 65532" in text  # matches the chart's runAsUser

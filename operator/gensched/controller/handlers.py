@@ -18,7 +18,7 @@ from gensched.observe import metrics
 
 GJ = (GROUP, VERSION, "generativejobs")
 RETRY_SECONDS = float(os.environ.get("GENSCHED_RETRY_SECONDS", "3"))
-TERMINAL = {"Succeeded", "Failed", "Invalid"}
+WAITING = {None, "Pending", "Deferred"}  # placed jobs follow their Job's watch events instead
 
 
 @kopf.on.startup()
@@ -91,7 +91,7 @@ def respec(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 
 @kopf.timer(*GJ, interval=RETRY_SECONDS, initial_delay=RETRY_SECONDS,
-            when=lambda status, **_: status.get("phase") not in TERMINAL)
+            when=lambda status, **_: status.get("phase") in WAITING)
 def retry(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Pending and deferred jobs are re-tried: capacity frees up, planned starts arrive."""
     lifecycle.reconcile(dict(body), patch)
