@@ -22,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"synthetic cluster: {args.nodes} nodes, {args.jobs} jobs, median of {args.seeds} seeds")
     print(f"{'policy':<10} {'placed':>7} {'GPU alloc %':>12} {'frag %':>8} {'p99 ms':>8} {'wall s':>8}")
-    for name in POLICIES:
+    for name in [*POLICIES, "Gensched"]:
         t0 = time.perf_counter()
         runs = [replay_packing(name, args.nodes, args.jobs, seed) for seed in range(args.seeds)]
         wall = (time.perf_counter() - t0) / args.seeds

@@ -37,6 +37,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    if args.what == "packing":
+        from gensched.sim.packing_cli import run_packing
+
+        try:
+            run_packing(Path(args.nodes_csv), Path(args.pods_csv), args.policy.split(","), args.inflation,
+                        args.seeds, Path(args.json) if args.json else None, Path(args.plot) if args.plot else None,
+                        mode=args.mode)
+        except (OSError, ValueError) as exc:
+            print(f"gensched simulate packing: {exc}", file=sys.stderr)
+            return 2
+        return 0
     from gensched.sim.tour import run_tour
 
     return run_tour(seed=args.seed, nodes=args.nodes, jobs=args.jobs, policy=args.policy)
@@ -73,7 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=16, help="GPU nodes in the built-in synthetic cluster")
     p.add_argument("--jobs", type=int, default=200, help="jobs in the built-in synthetic mix")
     p.add_argument("--policy", default="all", help="packing strategy to show, or 'all' to compare")
-    p.set_defaults(func=_cmd_simulate)
+    p.set_defaults(func=_cmd_simulate, what=None)
+    what = p.add_subparsers(dest="what")
+    pk = what.add_parser("packing", help="compare placement policies on a trace (Alibaba openb CSV format)")
+    pk.add_argument("--nodes", dest="nodes_csv", required=True,
+                    help="node list CSV (sn,cpu_milli,memory_mib,gpu,model)")
+    pk.add_argument("--pods", dest="pods_csv", required=True, help="pod list CSV (openb_pod_list_*.csv format)")
+    pk.add_argument("--policy", default="fgd,gensched,bestfit,packing,clustering,dotprod,random",
+                    help="comma-separated: fgd, gensched, bestfit, packing, clustering, dotprod, random, firstfit")
+    pk.add_argument("--inflation", type=float, default=1.3, help="workload as a multiple of GPU capacity")
+    pk.add_argument("--seeds", type=int, default=10, help="number of seeds, from 42 (the FGD paper's)")
+    pk.add_argument("--mode", choices=["fgd", "replay"], default="fgd",
+                    help="fgd: the paper's arrival-only protocol; replay: creation/deletion times")
+    pk.add_argument("--json", default=None, help="write results here")
+    pk.add_argument("--plot", default=None, help="draw allocation curves to this PNG (needs matplotlib)")
 
     p = sub.add_parser("crds", help="write CRD YAML generated from the API models")
     p.add_argument("--out", default="crds")

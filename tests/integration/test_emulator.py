@@ -133,6 +133,6 @@ def test_kubectl_apply_get_delete_round_trip(crds: Kubectl) -> None:
     assert "created" in crds("apply", "-f", path).stdout
     assert "unchanged" in crds("apply", "-f", path).stdout
     out = crds("get", "gsp").stdout
-    assert "default" in out and "BestFit" in out and "Immediate" in out
+    assert "default" in out and "Gensched" in out and "Immediate" in out
     assert "deleted" in crds("delete", "-f", path).stdout
     assert "No resources found" in crds("get", "schedulingpolicies").stderr

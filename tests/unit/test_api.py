@@ -89,7 +89,7 @@ def test_durations_and_deadlines() -> None:
 
 def test_policy_defaults_and_timezone_check() -> None:
     p = SchedulingPolicySpec()
-    assert (p.packing.strategy, p.timing.mode, p.autoscaling.granularity) == ("FirstFit", "Immediate", "Operator")
+    assert (p.packing.strategy, p.timing.mode, p.autoscaling.granularity) == ("Gensched", "Immediate", "Operator")
     with pytest.raises(ValidationError, match="unknown timezone 'Mars/Olympus'"):
         SchedulingPolicySpec.model_validate({"timing": {"offPeakWindows": [
             {"start": "22:00", "end": "06:00", "timezone": "Mars/Olympus"}]}})

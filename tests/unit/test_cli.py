@@ -12,7 +12,9 @@ from gensched.cli import main
 def test_simulate_runs_on_built_in_defaults() -> None:
     out = subprocess.run([sys.executable, "-m", "gensched", "simulate"], capture_output=True, text=True, check=True)
     assert "GPU packing" in out.stdout and "BestFit" in out.stdout and "FirstFit" in out.stdout
-    rows = [line.split() for line in out.stdout.splitlines() if line.strip().startswith(("FirstFit", "BestFit"))]
+    rows = [line.split() for line in out.stdout.splitlines()
+            if line.strip().startswith(("FirstFit", "BestFit", "FGD", "Gensched"))]
+    assert len(rows) == 4
     for row in rows:
         placed, failed = int(row[1]), int(row[2])
         assert placed + failed == 200 and placed > 0

@@ -22,6 +22,9 @@ HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 class PackingStrategy(StrEnum):
     FIRST_FIT = "FirstFit"
     BEST_FIT = "BestFit"
+    GPU_PACKING = "GpuPacking"
+    FGD = "FGD"
+    GENSCHED = "Gensched"
 
 
 class TimingMode(StrEnum):
@@ -55,7 +58,8 @@ class Granularity(StrEnum):
 
 class PackingSpec(KubeModel):
     strategy: PackingStrategy = Field(
-        default=PackingStrategy.FIRST_FIT, description="Placement policy for GPU requests."
+        default=PackingStrategy.GENSCHED,
+        description="Placement policy: Gensched (fragmentation-aware, default), FGD, GpuPacking, BestFit, FirstFit.",
     )
 
 

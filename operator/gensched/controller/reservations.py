@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 
 from gensched.controller.nodes import gpu_node_from
 from gensched.controller.objects import ANN_PLACEMENT, decode_allocation, job_finished
-from gensched.packing import Allocation, ClusterState, GpuNode, GpuRequest, Unschedulable, get_placer
+from gensched.packing import Allocation, ClusterState, GpuNode, GpuRequest, Placer, Unschedulable, get_placer
+from gensched.packing.fgd import TaskMix
 
 log = logging.getLogger(__name__)
+HISTORY = 5000  # requests remembered for the learned task mix
+RELEARN_EVERY = 50  # new requests between two re-estimates of the mix
 
 
 class Reservations:
@@ -23,6 +27,10 @@ class Reservations:
         self._lock = threading.RLock()
         self._nodes: dict[str, GpuNode] = {}
         self._state = ClusterState([])
+        self._history: OrderedDict[str, GpuRequest] = OrderedDict()  # by key: retries count once
+        self._seen_since_mix = 0
+        self._mix: TaskMix | None = None
+        self._placers: dict[str, Placer] = {}
 
     def rebuild(self, nodes: list[dict], jobs: list[dict]) -> list[str]:
         """Reset from API objects; returns conflicts (two Jobs claiming one GPU share)."""
@@ -64,13 +72,28 @@ class Reservations:
         for c in conflicts:
             log.error("node change left a reservation without room: %s", c)
 
+    def _placer(self, strategy: str, req: GpuRequest) -> Placer:
+        """Placers are kept (FGD caches per-node work); the task mix is re-learned from recent requests."""
+        if req.key not in self._history:
+            self._history[req.key] = req
+            self._seen_since_mix += 1
+            if len(self._history) > HISTORY:
+                self._history.popitem(last=False)
+        if self._mix is None or self._seen_since_mix >= RELEARN_EVERY:
+            self._mix = TaskMix.from_requests(list(self._history.values()))
+            self._seen_since_mix = 0
+            self._placers.clear()
+        if strategy not in self._placers:
+            self._placers[strategy] = get_placer(strategy, mix=self._mix)
+        return self._placers[strategy]
+
     def place(self, req: GpuRequest, strategy: str) -> Allocation | Unschedulable:
         """Choose and reserve in one step (or return why not)."""
         with self._lock:
             held = self._state.allocations.get(req.key)
             if held is not None:
                 return held
-            decision = get_placer(strategy).place(self._state, req)
+            decision = self._placer(strategy, req).place(self._state, req)
             if isinstance(decision, Allocation):
                 self._state.reserve(decision)
             return decision

@@ -1,16 +1,20 @@
-"""The cluster picture: nodes, their GPUs' free shares, and who holds what.
+"""The cluster picture as arrays: per node CPU, memory, GPU model; per GPU the free milli-GPU and memory.
 
 Shares are counted in milli-GPU (thousandths of one GPU), as the Alibaba trace
 and the FGD paper do, so a 0.25 GPU request is 250 milli on one GPU.
 Every mutation goes through ``reserve``/``release``, which refuse to
-over-commit: a GPU can never be handed out twice.
+over-commit: a GPU share can never be handed out twice. The arrays let the
+placement policies score every node at once (see ``policies.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import numpy as np
 
 MILLI = 1000
+MAX_GPUS = 8
 
 
 class OverCommitError(RuntimeError):
@@ -29,7 +33,7 @@ class GpuNode:
 
 @dataclass(frozen=True)
 class GpuRequest:
-    """One placement request. ``gpus`` whole GPUs, or one GPU's ``gpu_milli`` share."""
+    """One placement request: ``whole_gpus`` whole GPUs, or a ``gpu_milli`` share of one GPU, or no GPU."""
 
     key: str
     whole_gpus: int = 0
@@ -40,23 +44,36 @@ class GpuRequest:
     gpu_models: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.whole_gpus < 0 or self.whole_gpus > 8:
-            raise ValueError(f"whole_gpus must be 0..8, got {self.whole_gpus}")
-        if self.whole_gpus == 0 and not 0 < self.gpu_milli <= MILLI:
-            raise ValueError(f"gpu_milli must be 1..1000 for a shared GPU, got {self.gpu_milli}")
+        if self.whole_gpus < 0 or self.whole_gpus > MAX_GPUS:
+            raise ValueError(f"whole_gpus must be 0..{MAX_GPUS}, got {self.whole_gpus}")
+        if self.whole_gpus == 0 and not 0 <= self.gpu_milli <= MILLI:
+            raise ValueError(f"gpu_milli must be 0..1000 for a shared GPU, got {self.gpu_milli}")
+        if self.whole_gpus == 0 and self.gpu_milli == MILLI:  # a "share" of the whole GPU is one GPU
+            object.__setattr__(self, "whole_gpus", 1)
+
+    @property
+    def cpu_only(self) -> bool:
+        return self.whole_gpus == 0 and self.gpu_milli == 0
 
     @property
     def shared(self) -> bool:
-        return self.whole_gpus == 0 and self.gpu_milli < MILLI
+        return self.whole_gpus == 0 and 0 < self.gpu_milli < MILLI
 
     @property
     def gpu_count(self) -> int:
-        """GPUs touched by the request (a share touches one)."""
+        """GPUs touched by the request (a share touches one, a CPU-only task none)."""
+        if self.cpu_only:
+            return 0
         return max(1, self.whole_gpus)
 
     @property
+    def per_gpu_milli(self) -> int:
+        """Milli-GPU taken on each GPU it touches."""
+        return MILLI if self.whole_gpus else self.gpu_milli
+
+    @property
     def milli_total(self) -> int:
-        return self.whole_gpus * MILLI if self.whole_gpus else self.gpu_milli
+        return self.gpu_count * self.per_gpu_milli
 
 
 @dataclass(frozen=True)
@@ -70,128 +87,153 @@ class Allocation:
     memory_mib: int
 
 
-@dataclass
-class _NodeState:
-    node: GpuNode
-    free_milli: list[int]
-    free_mem: list[float]
-    free_cpu: int
-    free_memory: int
-    holders: dict[str, Allocation] = field(default_factory=dict)
-
-
 class ClusterState:
-    """Free capacity per node and per GPU, plus the allocations that use the rest."""
+    """Free capacity per node and per GPU (numpy arrays), plus the allocations that use the rest.
+
+    Arrays (row = node in name order): ``gpu_free`` (N, 8) milli-GPU, 0 for GPUs a
+    node does not have; ``gpu_mem_free`` (N, 8) GiB; ``cpu_free`` (N,) milli-CPU;
+    ``mem_free`` (N,) MiB; ``model_id`` (N,) index into ``models``.
+    """
 
     def __init__(self, nodes: list[GpuNode]) -> None:
-        self._nodes: dict[str, _NodeState] = {}
+        nodes = sorted(nodes, key=lambda n: n.name)
+        names = [n.name for n in nodes]
+        if len(set(names)) != len(names):
+            raise ValueError("node names repeat")
+        for n in nodes:
+            if not 0 < n.gpu_count <= MAX_GPUS:
+                raise ValueError(f"node {n.name}: gpu_count must be 1..{MAX_GPUS}, got {n.gpu_count}")
+        self._nodes = nodes
+        self.index = {n.name: i for i, n in enumerate(nodes)}
+        self.models: list[str] = sorted({n.gpu_model for n in nodes})
+        model_index = {m: i for i, m in enumerate(self.models)}
+        count = np.array([n.gpu_count for n in nodes], dtype=np.int64)
+        self.gpu_count = count
+        exists = np.arange(MAX_GPUS)[None, :] < count[:, None] if nodes else np.zeros((0, MAX_GPUS), bool)
+        self.gpu_exists = exists
+        self.gpu_free = np.where(exists, MILLI, 0).astype(np.int64)
+        self.gpu_mem_total = np.array([n.gpu_memory_gib for n in nodes], dtype=np.float64)
+        self.gpu_mem_free = np.where(exists, self.gpu_mem_total[:, None] if nodes else 0.0, 0.0)
+        self.cpu_total = np.array([n.cpu_milli for n in nodes], dtype=np.int64)
+        self.mem_total = np.array([n.memory_mib for n in nodes], dtype=np.int64)
+        self.cpu_free = self.cpu_total.copy()
+        self.mem_free = self.mem_total.copy()
+        self.model_id = np.array([model_index[n.gpu_model] for n in nodes], dtype=np.int64)
         self._allocs: dict[str, Allocation] = {}
-        for node in sorted(nodes, key=lambda n: n.name):
-            self.add_node(node)
+        self.version = 0  # bumped on every change; policies cache per-node work against it
+        self.changed_rows: list[int] = []
 
-    def add_node(self, node: GpuNode) -> None:
-        if node.name in self._nodes:
-            raise ValueError(f"node {node.name} is already known")
-        self._nodes[node.name] = _NodeState(
-            node=node,
-            free_milli=[MILLI] * node.gpu_count,
-            free_mem=[node.gpu_memory_gib] * node.gpu_count,
-            free_cpu=node.cpu_milli,
-            free_memory=node.memory_mib,
-        )
-
+    # -- reading
     @property
     def nodes(self) -> list[GpuNode]:
-        return [s.node for s in self._nodes.values()]
+        return list(self._nodes)
 
     @property
     def allocations(self) -> dict[str, Allocation]:
         return dict(self._allocs)
 
     def free_milli(self, node: str) -> list[int]:
-        return list(self._nodes[node].free_milli)
+        i = self.index[node]
+        return [int(x) for x in self.gpu_free[i, : self.gpu_count[i]]]
 
     def free_memory_gib(self, node: str) -> list[float]:
-        return list(self._nodes[node].free_mem)
+        i = self.index[node]
+        return [float(x) for x in self.gpu_mem_free[i, : self.gpu_count[i]]]
 
     def free_cpu_milli(self, node: str) -> int:
-        return self._nodes[node].free_cpu
+        return int(self.cpu_free[self.index[node]])
 
     def free_memory_mib(self, node: str) -> int:
-        return self._nodes[node].free_memory
+        return int(self.mem_free[self.index[node]])
 
     def total_milli(self) -> int:
-        return sum(len(s.free_milli) * MILLI for s in self._nodes.values())
+        return int(self.gpu_count.sum()) * MILLI
 
     def allocated_milli(self) -> int:
-        return sum(MILLI * len(s.free_milli) - sum(s.free_milli) for s in self._nodes.values())
+        return self.total_milli() - int(self.gpu_free.sum())
 
     def fragmentation(self) -> float:
         """Share of all GPU capacity left free on partly used GPUs (0 = none).
 
         A partly used GPU can only host small shares, so its free part is the
         waste placement should avoid; fully free GPUs are not fragmented.
-        (Issue 3 adds FGD's workload-aware measure next to this simple one.)
+        (``fgd.fragmentation_rate`` is the workload-aware measure of the FGD paper.)
         """
         total = self.total_milli()
-        stranded = sum(m for s in self._nodes.values() for m in s.free_milli if 0 < m < MILLI)
-        return stranded / total if total else 0.0
+        f = self.gpu_free
+        return float(f[(f > 0) & (f < MILLI)].sum()) / total if total else 0.0
+
+    def model_mask(self, req: GpuRequest) -> np.ndarray:
+        """Nodes whose GPU model the request allows."""
+        if not req.gpu_models:
+            return np.ones(len(self._nodes), dtype=bool)
+        allowed = [i for i, m in enumerate(self.models) if m in req.gpu_models]
+        return np.isin(self.model_id, allowed)
+
+    def feasible(self, req: GpuRequest) -> np.ndarray:
+        """Filter step: which nodes could take ``req`` now (bool per node)."""
+        ok = (self.cpu_free >= req.cpu_milli) & (self.mem_free >= req.memory_mib)
+        if req.cpu_only:
+            return ok
+        ok &= self.model_mask(req)
+        fits_gpu = (self.gpu_free >= req.per_gpu_milli) & (self.gpu_mem_free >= req.gpu_memory_gib - 1e-9)
+        return ok & (fits_gpu.sum(axis=1) >= req.gpu_count)
 
     def candidate_gpus(self, node: str, req: GpuRequest) -> list[int] | None:
-        """GPU indices on ``node`` that could take ``req`` (all of them, best order first)."""
-        s = self._nodes[node]
-        if req.gpu_models and s.node.gpu_model not in req.gpu_models:
+        """GPU indices on ``node`` that could take ``req`` (None if the node cannot)."""
+        i = self.index[node]
+        if not self.feasible(req)[i]:
             return None
-        if s.free_cpu < req.cpu_milli or s.free_memory < req.memory_mib:
-            return None
-        if req.whole_gpus:
-            idx = [i for i, m in enumerate(s.free_milli)
-                   if m == MILLI and s.free_mem[i] >= req.gpu_memory_gib]
-            return idx if len(idx) >= req.whole_gpus else None
-        idx = [i for i, m in enumerate(s.free_milli)
-               if m >= req.gpu_milli and s.free_mem[i] >= req.gpu_memory_gib]
-        return idx or None
+        if req.cpu_only:
+            return []
+        fits = (self.gpu_free[i] >= req.per_gpu_milli) & (self.gpu_mem_free[i] >= req.gpu_memory_gib - 1e-9)
+        return [int(g) for g in np.flatnonzero(fits)]
 
+    # -- changing
     def reserve(self, alloc: Allocation) -> None:
         """Take the capacity of ``alloc``; raises OverCommitError and changes nothing if it does not fit."""
         if alloc.key in self._allocs:
             raise OverCommitError(f"{alloc.key} already holds GPUs on {self._allocs[alloc.key].node}")
-        s = self._nodes.get(alloc.node)
-        if s is None:
+        i = self.index.get(alloc.node)
+        if i is None:
             raise OverCommitError(f"{alloc.key}: unknown node {alloc.node}")
-        if len(set(alloc.gpu_indices)) != len(alloc.gpu_indices):
+        gpus = list(alloc.gpu_indices)
+        if len(set(gpus)) != len(gpus):
             raise OverCommitError(f"{alloc.key}: GPU indices repeat: {alloc.gpu_indices}")
-        for i in alloc.gpu_indices:
-            if not 0 <= i < len(s.free_milli):
-                raise OverCommitError(f"{alloc.key}: node {alloc.node} has no GPU {i}")
-            if s.free_milli[i] < alloc.gpu_milli or s.free_mem[i] + 1e-9 < alloc.gpu_memory_gib:
+        for g in gpus:
+            if not 0 <= g < self.gpu_count[i]:
+                raise OverCommitError(f"{alloc.key}: node {alloc.node} has no GPU {g}")
+            if self.gpu_free[i, g] < alloc.gpu_milli or self.gpu_mem_free[i, g] + 1e-9 < alloc.gpu_memory_gib:
                 raise OverCommitError(
-                    f"{alloc.key}: GPU {i} on {alloc.node} has {s.free_milli[i]} milli / "
-                    f"{s.free_mem[i]:.1f} GiB free, needs {alloc.gpu_milli} / {alloc.gpu_memory_gib:.1f}"
+                    f"{alloc.key}: GPU {g} on {alloc.node} has {self.gpu_free[i, g]} milli / "
+                    f"{self.gpu_mem_free[i, g]:.1f} GiB free, needs {alloc.gpu_milli} / {alloc.gpu_memory_gib:.1f}"
                 )
-        if s.free_cpu < alloc.cpu_milli or s.free_memory < alloc.memory_mib:
+        if self.cpu_free[i] < alloc.cpu_milli or self.mem_free[i] < alloc.memory_mib:
             raise OverCommitError(f"{alloc.key}: node {alloc.node} lacks CPU or memory")
-        for i in alloc.gpu_indices:
-            s.free_milli[i] -= alloc.gpu_milli
-            s.free_mem[i] -= alloc.gpu_memory_gib
-        s.free_cpu -= alloc.cpu_milli
-        s.free_memory -= alloc.memory_mib
-        s.holders[alloc.key] = alloc
+        self.gpu_free[i, gpus] -= alloc.gpu_milli
+        self.gpu_mem_free[i, gpus] -= alloc.gpu_memory_gib
+        self.cpu_free[i] -= alloc.cpu_milli
+        self.mem_free[i] -= alloc.memory_mib
         self._allocs[alloc.key] = alloc
+        self._touch(i)
 
     def release(self, key: str) -> Allocation | None:
         """Give back what ``key`` holds (no-op if it holds nothing)."""
         alloc = self._allocs.pop(key, None)
         if alloc is None:
             return None
-        s = self._nodes[alloc.node]
-        for i in alloc.gpu_indices:
-            s.free_milli[i] += alloc.gpu_milli
-            s.free_mem[i] += alloc.gpu_memory_gib
-        s.free_cpu += alloc.cpu_milli
-        s.free_memory += alloc.memory_mib
-        del s.holders[key]
+        i = self.index[alloc.node]
+        gpus = list(alloc.gpu_indices)
+        self.gpu_free[i, gpus] += alloc.gpu_milli
+        self.gpu_mem_free[i, gpus] += alloc.gpu_memory_gib
+        self.cpu_free[i] += alloc.cpu_milli
+        self.mem_free[i] += alloc.memory_mib
+        self._touch(i)
         return alloc
+
+    def _touch(self, row: int) -> None:
+        self.version += 1
+        self.changed_rows.append(row)
 
     @classmethod
     def rebuild(cls, nodes: list[GpuNode], allocations: list[Allocation]) -> tuple[ClusterState, list[str]]:

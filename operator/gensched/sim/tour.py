@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from gensched.api import SchedulingPolicySpec
 from gensched.api.sizing import model_memory_gib
 from gensched.packing import POLICIES, Allocation, ClusterState, get_placer
+from gensched.packing.fgd import TaskMix
 from gensched.packing.requests import request_for
 from gensched.sim.synthetic import synthetic_cluster, synthetic_jobs
 from gensched.timing import decide_start
@@ -26,12 +27,13 @@ class PackingResult:
 
 def replay_packing(policy: str, nodes: int, jobs: int, seed: int) -> PackingResult:
     state = ClusterState(synthetic_cluster(nodes, seed))
-    placer = get_placer(policy)
+    requests = [request_for(job.name, job.spec) for job in synthetic_jobs(jobs, seed)]
+    placer = get_placer(policy, mix=TaskMix.from_requests(requests), seed=seed)
     placed = failed = 0
     times = []
-    for job in synthetic_jobs(jobs, seed):
+    for req in requests:
         t0 = time.perf_counter()
-        outcome = placer.place(state, request_for(job.name, job.spec))
+        outcome = placer.place(state, req)
         times.append((time.perf_counter() - t0) * 1000)
         if isinstance(outcome, Allocation):
             state.reserve(outcome)
@@ -54,11 +56,11 @@ def run_tour(seed: int = 7, nodes: int = 16, jobs: int = 200, policy: str = "all
         row = ", ".join(f"{p} {model_memory_gib(params, p):6.1f} GiB" for p in ("fp16", "int8", "int4"))
         print(f"   {params:>3}B model: {row}")
     print("\n2. GPU packing (arrivals one by one, none departs)")
-    print(f"   {'policy':<10} {'placed':>7} {'failed':>7} {'GPU alloc %':>12} {'frag %':>8} {'p99 ms':>8}")
-    names = list(POLICIES) if policy == "all" else [policy]
+    print(f"   {'policy':<13} {'placed':>7} {'failed':>7} {'GPU alloc %':>12} {'frag %':>8} {'p99 ms':>8}")
+    names = [*POLICIES, "Gensched"] if policy == "all" else [policy]
     for name in names:
         r = replay_packing(name, nodes, jobs, seed)
-        print(f"   {r.policy:<10} {r.placed:>7} {r.failed:>7} {r.allocated_pct:>12.1f} "
+        print(f"   {r.policy:<13} {r.placed:>7} {r.failed:>7} {r.allocated_pct:>12.1f} "
               f"{r.fragmentation_pct:>8.1f} {r.decision_ms_p99:>8.3f}")
     print("\n3. Time shifting (OffPeak policy, 22:00-06:00 Europe/Berlin on workdays)")
     policy_spec = SchedulingPolicySpec.model_validate({"timing": {
