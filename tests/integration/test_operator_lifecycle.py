@@ -211,3 +211,53 @@ def test_namespaced_operator_leaves_other_namespaces_alone(cluster: Cluster, crd
         assert cluster.get("batch", "jobs", "default", "synth-llama-int4") is None
     finally:
         op.stop()
+
+
+def test_200_concurrent_jobs_never_over_commit_and_match_the_simulator(cluster: Cluster, operator: OperatorProcess,
+                                                                        crds: Kubectl) -> None:
+    from gensched.api import GenerativeJobSpec
+    from gensched.controller.nodes import gpu_node_from
+    from gensched.packing import Allocation, ClusterState, get_placer
+    from gensched.packing.requests import request_for
+
+    for i in range(6):
+        cluster.add_node(f"gpu-{i}", gpus=8)
+    policy = yaml.safe_load((EXAMPLES / "policy-default.yaml").read_text())
+    policy["spec"]["packing"]["strategy"] = "BestFit"  # history-free, so a replay of the order is exact
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(policy))
+    base = yaml.safe_load((EXAMPLES / "batch-llama-int4.yaml").read_text())
+    shares = [0.25, 0.5, 1, 2, 0.25, 1, 0.75, 4]
+    docs = []
+    for i in range(200):
+        doc = yaml.safe_load(yaml.safe_dump(base))
+        doc["metadata"]["name"] = f"job-{i:03d}"
+        doc["spec"]["resources"].update(gpus=shares[i % len(shares)], cpu="1", memory="1Gi")
+        docs.append(doc)
+        cluster.standin.hold.add(doc["metadata"]["name"])
+    crds("apply", "-f", "-", stdin=yaml.safe_dump_all(docs), timeout=120)
+
+    def settled() -> bool:
+        phases = [cluster.phase(d["metadata"]["name"]) for d in docs]
+        return all(p in ("Placed", "Running", "Pending") for p in phases) and phases.count("Pending") > 0
+    wait_for(settled, timeout=150, every=1, what="all 200 jobs decided")
+    wait_for(lambda: all(cluster.phase(d["metadata"]["name"]) != "Placed" for d in docs), timeout=60,
+             what="placed jobs running")
+    placements = [(json.loads(j["metadata"]["annotations"]["gensched.io/placement"]), j)
+                  for j in cluster.list("batch", "jobs")
+                  if "gensched.io/placement" in (j["metadata"].get("annotations") or {})]
+    placements.sort(key=lambda pj: pj[0]["at"])
+    used: dict[tuple[str, int], int] = {}
+    for p, _ in placements:
+        for g in p["gpus"]:
+            used[(p["node"], g)] = used.get((p["node"], g), 0) + p["milli"]
+    assert max(used.values()) <= 1000  # no GPU over-committed
+    assert 40 < len(placements) < 200  # the cluster (48 GPUs) cannot take all 200 jobs
+    # The simulator, fed the same requests in the operator's decision order, decides the same.
+    state = ClusterState([n for n in (gpu_node_from(x) for x in cluster.list("", "nodes")) if n])
+    placer = get_placer("BestFit")
+    by_name = {d["metadata"]["name"]: d for d in docs}
+    for p, job in placements:
+        name = job["metadata"]["name"]
+        out = placer.place(state, request_for(p["key"], GenerativeJobSpec.model_validate(by_name[name]["spec"])))
+        assert isinstance(out, Allocation) and (out.node, list(out.gpu_indices)) == (p["node"], p["gpus"]), name
+        state.reserve(out)

@@ -10,6 +10,7 @@ operator rebuilds its cluster picture from them after a restart.
 from __future__ import annotations
 
 import json
+import time
 
 from gensched.api.generativejob import GenerativeJobSpec
 from gensched.packing import Allocation
@@ -100,9 +101,11 @@ def release_patch(alloc: Allocation) -> dict:
 
 
 def encode_allocation(alloc: Allocation) -> str:
+    """The durable reservation record; ``at`` (ns) orders decisions for audits and replays."""
     return json.dumps({"key": alloc.key, "node": alloc.node, "gpus": list(alloc.gpu_indices),
                        "milli": alloc.gpu_milli, "memGiB": alloc.gpu_memory_gib,
-                       "cpuMilli": alloc.cpu_milli, "memMiB": alloc.memory_mib}, sort_keys=True)
+                       "cpuMilli": alloc.cpu_milli, "memMiB": alloc.memory_mib, "at": time.time_ns()},
+                      sort_keys=True)
 
 
 def decode_allocation(text: str) -> Allocation:
