@@ -26,4 +26,4 @@ if [ "${1:-}" = "--prometheus" ] && ! command -v prometheus >/dev/null 2>&1; the
   apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 "$bin/helm" version --short
-"$bin/kubectl" version --client | head -n 1
+"$bin/kubectl" version --client

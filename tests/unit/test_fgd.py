@@ -82,3 +82,16 @@ def test_task_mix_covers_the_popular_shapes() -> None:
     assert len(mix) == 2 and mix.weight[0] == pytest.approx(90 / 98)
     with pytest.raises(ValueError, match="no tasks"):
         TaskMix.from_requests([])
+
+
+def test_two_fragmenters_on_one_state_both_see_every_change() -> None:
+    state = ClusterState(NODES)
+    mix = mix_of((1000, 500, 1, 1.0))
+    fgd, gen = get_placer("FGD", mix=mix), get_placer("Gensched", mix=mix)
+    for i, placer in enumerate([fgd, gen, fgd, gen, gen, fgd]):
+        out = placer.place(state, GpuRequest(f"r{i}", gpu_milli=300, cpu_milli=100, memory_mib=1))
+        assert isinstance(out, Allocation)
+        state.reserve(out)
+    fresh = Fragmenter(state, mix).node_frag
+    for placer in (fgd, gen):
+        assert np.allclose(placer.fragmenter(state).node_frag, fresh)  # type: ignore[attr-defined]

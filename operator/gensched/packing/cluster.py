@@ -121,7 +121,7 @@ class ClusterState:
         self.model_id = np.array([model_index[n.gpu_model] for n in nodes], dtype=np.int64)
         self._allocs: dict[str, Allocation] = {}
         self.version = 0  # bumped on every change; policies cache per-node work against it
-        self.changed_rows: list[int] = []
+        self.row_version = np.zeros(len(nodes), dtype=np.int64)  # version of each node's last change
 
     # -- reading
     @property
@@ -233,7 +233,11 @@ class ClusterState:
 
     def _touch(self, row: int) -> None:
         self.version += 1
-        self.changed_rows.append(row)
+        self.row_version[row] = self.version
+
+    def rows_changed_since(self, version: int) -> np.ndarray:
+        """Nodes changed after ``version`` (each reader keeps its own cursor)."""
+        return np.flatnonzero(self.row_version > version)
 
     @classmethod
     def rebuild(cls, nodes: list[GpuNode], allocations: list[Allocation]) -> tuple[ClusterState, list[str]]:

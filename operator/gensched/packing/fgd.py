@@ -88,14 +88,12 @@ class Fragmenter:
         self.node_frag = self._frag(self.state.gpu_free.sum(axis=1), self.cnt, self.short,
                                     self.state.cpu_free, self.state.model_id)
         self._seen = self.state.version
-        self.state.changed_rows.clear()
 
     def sync(self) -> None:
         """Recompute the rows of nodes that changed since the last call."""
         if self._seen == self.state.version:
             return
-        rows = np.unique(np.array(self.state.changed_rows, dtype=np.int64))
-        self.state.changed_rows.clear()
+        rows = self.state.rows_changed_since(self._seen)
         free = self.state.gpu_free[rows]
         has_room = free[:, None, :] >= self.mix.milli[None, :, None]
         self.cnt[rows] = has_room.sum(axis=2)
