@@ -53,7 +53,8 @@ requests = st.builds(
 
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(requests, st.booleans()), min_size=1, max_size=50),
-       st.sampled_from(["FGD", "Gensched", "BestFit", "GpuPacking", "GpuClustering", "DotProduct", "Random"]))
+       st.sampled_from(["FGD", "Gensched", "BestFit", "GpuPacking", "GpuClustering", "DotProduct", "Random",
+                        "FirstFit"]))
 def test_every_policy_never_over_commits_and_fragmenter_stays_exact(ops: list, policy: str) -> None:
     state = ClusterState(NODES)
     mix = TaskMix.from_requests([r for r, _ in ops], coverage=1.0)
@@ -67,7 +68,11 @@ def test_every_policy_never_over_commits_and_fragmenter_stays_exact(ops: list, p
             state.reserve(out)
             held.append(req.key)
         assert (state.gpu_free >= 0).all() and (state.gpu_free <= 1000).all()
+        assert (state.gpu_mem_free >= -1e-6).all() and (state.gpu_mem_free <= state.gpu_mem_total[:, None] + 1e-6).all()
         assert (state.cpu_free >= 0).all() and (state.mem_free >= 0).all()
+        assert (state.cpu_free <= state.cpu_total).all() and (state.mem_free <= state.mem_total).all()
+    used = sum(a.gpu_milli * len(a.gpu_indices) for a in state.allocations.values())
+    assert used == state.allocated_milli()
     if policy in ("FGD", "Gensched"):
         incremental = placer.fragmenter(state).node_frag.copy()  # type: ignore[attr-defined]
         fresh = Fragmenter(state, mix).node_frag
