@@ -31,11 +31,11 @@ from gensched.controller.objects import (
     job_finished,
     owner_reference,
     release_patch,
-    request_for,
 )
 from gensched.controller.reservations import RESERVATIONS
 from gensched.observe import metrics
 from gensched.packing import Allocation
+from gensched.packing.requests import request_for
 from gensched.timing import decide_start
 
 log = logging.getLogger(__name__)

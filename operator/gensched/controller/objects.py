@@ -14,10 +14,6 @@ import time
 
 from gensched.api.generativejob import GenerativeJobSpec
 from gensched.packing import Allocation
-from gensched.packing.requests import request_for
-
-__all__ = ["batch_job", "decode_allocation", "encode_allocation", "job_finished", "owner_reference",
-           "release_patch", "request_for"]
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "gensched"}
 LABEL_JOB = "gensched.io/job"

@@ -90,7 +90,7 @@ class Reservations:
     def place(self, req: GpuRequest, strategy: str) -> Allocation | Unschedulable:
         """Choose and reserve in one step (or return why not)."""
         with self._lock:
-            held = self._state.allocations.get(req.key)
+            held = self._state.allocation(req.key)
             if held is not None:
                 return held
             decision = self._placer(strategy, req).place(self._state, req)
@@ -101,7 +101,7 @@ class Reservations:
     def adopt(self, alloc: Allocation) -> None:
         """Record a reservation found on a Job (idempotent)."""
         with self._lock:
-            if self._state.allocations.get(alloc.key) != alloc:
+            if self._state.allocation(alloc.key) != alloc:
                 self._state.release(alloc.key)
                 self._state.reserve(alloc)
 
@@ -111,7 +111,7 @@ class Reservations:
 
     def holding(self, key: str) -> Allocation | None:
         with self._lock:
-            return self._state.allocations.get(key)
+            return self._state.allocation(key)
 
     def gpu_model(self, node: str) -> str | None:
         with self._lock:

@@ -130,7 +130,15 @@ class ClusterState:
 
     @property
     def allocations(self) -> dict[str, Allocation]:
+        """A copy of every allocation (for reports; use ``allocation`` to look one up)."""
         return dict(self._allocs)
+
+    def allocation(self, key: str) -> Allocation | None:
+        return self._allocs.get(key)
+
+    def node_at(self, row: int) -> GpuNode:
+        """The node of array row ``row`` (no list copy: policies call this once per decision)."""
+        return self._nodes[row]
 
     def free_milli(self, node: str) -> list[int]:
         i = self.index[node]

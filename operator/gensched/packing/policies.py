@@ -69,7 +69,7 @@ def _room(state: ClusterState, rows: np.ndarray, req: GpuRequest) -> np.ndarray:
 def _alloc(state: ClusterState, req: GpuRequest, row: int, gpus: list[int]) -> Allocation:
     return Allocation(
         key=req.key,
-        node=state.nodes[row].name,
+        node=state.node_at(row).name,
         gpu_indices=tuple(sorted(int(g) for g in gpus)),
         gpu_milli=0 if req.cpu_only else req.per_gpu_milli,
         gpu_memory_gib=req.gpu_memory_gib,
@@ -161,6 +161,9 @@ class BestFit(_Base):
         return row, _tightest_gpu(state, row, req)
 
 
+MAX_SCORE_SCALE = 64.0  # keeps the free-capacity tie-break below one tier of GpuPacking's score
+
+
 class GpuPacking(_Base):
     """Shares go to partly used GPUs first, then partly used nodes, then idle nodes."""
 
@@ -179,8 +182,6 @@ class GpuPacking(_Base):
         row = self._pick_max(rows, score)
         return row, _tightest_gpu(state, row, req)
 
-
-MAX_SCORE_SCALE = 64.0
 
 
 class GpuClustering(_Base):
