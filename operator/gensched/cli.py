@@ -37,6 +37,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    if args.what == "timing":
+        from gensched.sim.timing_cli import default_signals, print_table, run_timing
+        signals = [Path(x) for x in args.signal.split(",")] if args.signal else default_signals()
+        try:
+            result = run_timing(signals, args.scenario, args.window, args.forecast_error, args.forecaster,
+                                args.interruptible, args.repetitions, args.capacity, args.smoothing,
+                                Path(args.json) if args.json else None, Path(args.plot) if args.plot else None)
+        except (ValueError, OSError) as exc:
+            print(f"gensched simulate timing: {exc}", file=sys.stderr)
+            return 2
+        print_table(result)
+        return 0
     if args.what == "packing":
         from gensched.sim.packing_cli import run_packing
 
@@ -98,6 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fgd: the paper's arrival-only protocol; replay: creation/deletion times")
     pk.add_argument("--json", default=None, help="write results here")
     pk.add_argument("--plot", default=None, help="draw allocation curves to this PNG (needs matplotlib)")
+
+    tm = what.add_parser("timing", help="time shifting on recorded carbon intensity (Let's Wait Awhile scenarios)")
+    tm.add_argument("--signal", default=None,
+                    help="comma-separated carbon CSVs (default: ger_ci, gb_ci, fr_ci from the shared data)")
+    tm.add_argument("--scenario", choices=["nightly", "ml"], default="nightly")
+    tm.add_argument("--window", default="8h", help="nightly: how far a job may move either way")
+    tm.add_argument("--forecast-error", type=float, default=0.05, help="noise sd as a fraction of the mean")
+    tm.add_argument("--forecaster", choices=["noisy-oracle", "history", "perfect"], default="noisy-oracle")
+    tm.add_argument("--interruptible", action="store_true", help="ml: jobs may pause between 30-minute slots")
+    tm.add_argument("--repetitions", type=int, default=10, help="noisy-oracle repetitions (seeds 0..N-1)")
+    tm.add_argument("--capacity", type=int, default=None, help="ml: GPUs shared by all jobs (1-2 GPUs each)")
+    tm.add_argument("--smoothing", type=int, default=None,
+                    help="forecast smoothing in slots (default: 3 for a noisy forecast, else 1 = off)")
+    tm.add_argument("--json", default=None, help="write results here")
+    tm.add_argument("--plot", default=None, help="draw two weeks of each series with the chosen slots (PNG)")
 
     p = sub.add_parser("crds", help="write CRD YAML generated from the API models")
     p.add_argument("--out", default="crds")
