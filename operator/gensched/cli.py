@@ -39,12 +39,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.what == "timing":
         from gensched.sim.timing_cli import default_signals, print_table, run_timing
+        from gensched.timing.sources.csv_file import SignalError
         signals = [Path(x) for x in args.signal.split(",")] if args.signal else default_signals()
         try:
             result = run_timing(signals, args.scenario, args.window, args.forecast_error, args.forecaster,
                                 args.interruptible, args.repetitions, args.capacity, args.smoothing,
                                 Path(args.json) if args.json else None, Path(args.plot) if args.plot else None)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, SignalError) as exc:
             print(f"gensched simulate timing: {exc}", file=sys.stderr)
             return 2
         print_table(result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def test_nightly_with_perfect_forecast_reproduces_the_paper(tmp_path: Path) -> N
     assert round(got["fr_ci.csv"], 1) >= 7.6
     curve = r["signals"]["ger_ci.csv"]["window_curve"]
     assert curve[0]["saving_pct"] == 0 and len(curve) == 17  # W = 0 .. 8 h in 30-minute steps
-    assert all(a["saving_pct"] <= b["saving_pct"] + 1e-9 for a, b in zip(curve, curve[1:], strict=False))
+    assert all(a["saving_pct"] <= b["saving_pct"] + 1e-9 for a, b in pairwise(curve))
 
 
 def test_ml_jobs_with_noisy_forecast_never_miss_and_save(tmp_path: Path) -> None:
