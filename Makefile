@@ -18,7 +18,7 @@ demo: setup
 	$(BIN)/gensched simulate
 
 tools: setup
-	PYTHON=$(BIN)/python bash scripts/install-tools.sh
+	PYTHON=$(BIN)/python bash scripts/install-tools.sh --prometheus
 
 ## 2nd README command: the whole test suite (installs what it needs first).
 test: tools

@@ -23,7 +23,11 @@ fi
 
 if [ "${1:-}" = "--prometheus" ] && ! command -v prometheus >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -E"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # The package starts a system service on :9090; tests run their own servers on free ports.
+  { command -v systemctl >/dev/null && $sudo systemctl disable --now prometheus >/dev/null 2>&1; } || true
 fi
+command -v prometheus >/dev/null && prometheus --version 2>&1 | head -1
 "$bin/helm" version --short
 "$bin/kubectl" version --client

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.cluster import ClusterStandIn, gpu_node
+from tests.harness.prometheus import PrometheusServer
 from tests.harness.server import EmulatorServer
 from tests.harness.tools import ROOT, Kubectl, tool
 
@@ -174,3 +175,22 @@ def operator(request: pytest.FixtureRequest, api: EmulatorServer, cluster: Clust
     errors = [line for line in op.log.read_text().splitlines() if "Traceback" in line]
     if errors:
         print(op.logs()[-6000:])
+
+
+@pytest.fixture
+def prometheus_server(tmp_path: Path) -> Iterator[Callable[..., PrometheusServer]]:
+    """Factory: ``prometheus_server(backfill=..., targets=[...])`` starts a real Prometheus."""
+    if PrometheusServer.binary() is None:
+        pytest.fail("prometheus is not installed: run `make tools` (scripts/install-tools.sh --prometheus)")
+    started: list[PrometheusServer] = []
+
+    def start(backfill: str | None = None, targets: list[str] | None = None) -> PrometheusServer:
+        server = PrometheusServer(tmp_path / f"prom{len(started)}", targets)
+        if backfill:
+            server.backfill(backfill)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for s in started:
+        s.stop()

@@ -292,6 +292,26 @@ class Placement(KubeModel):
     gpu_memory_gib: float | None = Field(default=None, alias="gpuMemoryGiB")
 
 
+class TimeSlot(KubeModel):
+    start: str
+    end: str
+
+
+class CarbonStatus(KubeModel):
+    """Emissions expected when deferred and measured when finished (timing mode CarbonAware)."""
+
+    signal: str | None = Field(default=None, description="Where the intensity came from and how fresh it is.")
+    power_kw: float | None = Field(default=None, description="Modelled draw: GPUs x TDP x utilisation.")
+    expected_gco2: float | None = Field(default=None, alias="expectedGCO2")
+    expected_saving_gco2: float | None = Field(default=None, alias="expectedSavingGCO2",
+                                               description="Versus starting at the decision time.")
+    expected_saving_pct: float | None = None
+    energy_kwh: float | None = Field(default=None, alias="energyKWh", description="Measured run time x power.")
+    actual_gco2: float | None = Field(default=None, alias="actualGCO2")
+    actual_saving_gco2: float | None = Field(default=None, alias="actualSavingGCO2",
+                                             description="Versus the same run started at the decision time.")
+
+
 class GenerativeJobStatus(KubeModel):
     """Observed state of a GenerativeJob, written only by the operator."""
 
@@ -303,6 +323,9 @@ class GenerativeJobStatus(KubeModel):
     placement: Placement | None = None
     gpu_memory_gib: float | None = Field(default=None, alias="gpuMemoryGiB", description="Effective GPU memory.")
     planned_start: str | None = None
+    planned_slots: list[TimeSlot] = Field(default_factory=list, description="When an interruptible job runs.")
+    decided_at: str | None = Field(default=None, description="When the timing decision was first made.")
+    carbon: CarbonStatus | None = None
     started_at: str | None = None
     finished_at: str | None = None
     gpu_hours: float | None = None

@@ -7,6 +7,7 @@ fields their full behaviour (see docs/configuration.md for what is live).
 from __future__ import annotations
 
 import re
+from datetime import date
 from enum import StrEnum
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -95,12 +96,57 @@ class SecretKeyRef(KubeModel):
     key: str = Field(description="Key inside the Secret.")
 
 
+class Forecaster(StrEnum):
+    PROVIDER = "Provider"  # the provider's own forecast; history-based when it gives none
+    HISTORY = "History"  # always forecast from the provider's past values (seasonal profile)
+
+
+class Objective(StrEnum):
+    EMISSIONS = "Emissions"
+    COST = "Cost"
+    WEIGHTED = "Weighted"
+
+
 class CarbonSpec(KubeModel):
+    x_kubernetes_validations: ClassVar[list[dict[str, str]]] = [
+        {"rule": "self.provider != 'CSV' || has(self.csvPath)",
+         "message": "timing.carbon.csvPath is required when timing.carbon.provider is CSV"},
+        {"rule": "self.provider != 'Prometheus' || has(self.prometheusQuery)",
+         "message": "timing.carbon.prometheusQuery is required when timing.carbon.provider is Prometheus"},
+    ]
+
     provider: CarbonProvider = CarbonProvider.CSV
-    region: str | None = Field(default=None, description="Grid region / zone code of the provider.")
+    region: str | None = Field(
+        default=None,
+        description="Grid region: GB region id 1-17 (none: national), Electricity Maps zone (DE), WattTime region.")
     csv_path: str | None = Field(default=None, description="CSV file (provider CSV), readable by the operator.")
     prometheus_query: str | None = Field(default=None, description="PromQL returning gCO2/kWh (provider Prometheus).")
-    secret_ref: SecretKeyRef | None = Field(default=None, description="API token or login, never inline.")
+    endpoint: str | None = Field(
+        default=None, description="Base URL override (a proxy or mirror); Prometheus: its URL (required).")
+    secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret in the operator's namespace: Electricity Maps token, or WattTime "
+                                  "'username:password'. Never inline.")
+    forecaster: Forecaster = Field(
+        default=Forecaster.PROVIDER, description="Provider: use the provider's forecast; History: seasonal "
+                                                 "forecast from its past values (also used when it gives none).")
+    refresh: str = Field(default="15m", pattern=DURATION_PATTERN, description="How often the signal is fetched.")
+    max_age: str = Field(default="6h", pattern=DURATION_PATTERN,
+                         description="A cached forecast older than this is not used when the provider fails.")
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="HTTP timeout per request.")
+
+    @model_validator(mode="after")
+    def _needs(self) -> CarbonSpec:
+        if self.provider == CarbonProvider.CSV and not self.csv_path:
+            raise ValueError("timing.carbon.provider is CSV but timing.carbon.csvPath is missing: add the file path")
+        if self.provider == CarbonProvider.PROMETHEUS and not (self.prometheus_query and self.endpoint):
+            raise ValueError("timing.carbon.provider is Prometheus: set timing.carbon.prometheusQuery and "
+                             "timing.carbon.endpoint (the Prometheus URL)")
+        if self.provider in (CarbonProvider.ELECTRICITY_MAPS, CarbonProvider.WATT_TIME) and not self.secret_ref:
+            raise ValueError(f"timing.carbon.provider {self.provider} needs timing.carbon.secretRef "
+                             "(a Secret holding the token or login)")
+        if self.provider in (CarbonProvider.ELECTRICITY_MAPS, CarbonProvider.WATT_TIME) and not self.region:
+            raise ValueError(f"timing.carbon.provider {self.provider} needs timing.carbon.region (zone or region)")
+        return self
 
 
 class TimingSpec(KubeModel):
@@ -115,13 +161,53 @@ class TimingSpec(KubeModel):
         default="30m", pattern=DURATION_PATTERN, description="Slack kept before a deadline."
     )
     off_peak_windows: list[OffPeakWindow] = Field(default_factory=list)
+    holidays: list[str] = Field(
+        default_factory=list, description="Dates (YYYY-MM-DD, in each window's timezone) treated as all off-peak.")
     carbon: CarbonSpec | None = None
+    objective: Objective = Field(
+        default=Objective.EMISSIONS,
+        description="CarbonAware: minimise Emissions, Cost (window prices), or a Weighted mix of both.")
+    carbon_weight: float = Field(default=0.5, ge=0, le=1, description="Weighted: share of emissions in the mix.")
+    default_price_per_kwh: float = Field(default=0.3, ge=0, description="Price outside priced windows.")
+    smoothing_slots: int = Field(default=3, ge=1, le=12,
+                                 description="Forecast smoothing (slots) before ranking; 1 turns it off.")
+    gpu_utilization: float = Field(default=0.7, gt=0, le=1,
+                                   description="Average GPU power draw as a share of TDP, for energy estimates.")
 
     @model_validator(mode="after")
     def _windows_for_offpeak(self) -> TimingSpec:
         if self.mode == TimingMode.OFF_PEAK and not self.off_peak_windows:
             raise ValueError("timing.mode is OffPeak but timing.offPeakWindows is empty: add a window")
+        if self.mode == TimingMode.CARBON_AWARE and self.carbon is None:
+            raise ValueError("timing.mode is CarbonAware but timing.carbon is missing: add a provider "
+                             "(e.g. carbon: {provider: GBCarbonIntensity})")
+        for i, w in enumerate(self.off_peak_windows):
+            for j in range(i):
+                if _overlap(self.off_peak_windows[j], w):
+                    raise ValueError(f"timing.offPeakWindows[{j}] and [{i}] overlap on a day: merge them")
+        for h in self.holidays:
+            try:
+                date.fromisoformat(h)
+            except ValueError as exc:
+                raise ValueError(f"timing.holidays entry {h!r} is not a date: use YYYY-MM-DD") from exc
         return self
+
+
+def _minutes(hhmm: str) -> int:
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
+def _overlap(a: OffPeakWindow, b: OffPeakWindow) -> bool:
+    """Same timezone and a shared start day with intersecting times (overnight windows run past 24:00)."""
+    if a.timezone != b.timezone or not set(a.days) & set(b.days):
+        return False
+
+    def span(w: OffPeakWindow) -> tuple[int, int]:
+        s, e = _minutes(w.start), _minutes(w.end)
+        return s, e if e > s else e + 1440
+    (s1, e1), (s2, e2) = span(a), span(b)
+    return s1 < e2 and s2 < e1
 
 
 class AutoscalingSpec(KubeModel):

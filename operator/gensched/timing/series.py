@@ -6,6 +6,7 @@ slots in one place so no caller does its own date arithmetic.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -87,3 +88,25 @@ class Series:
     def until(self, t: datetime) -> Series:
         """History strictly before ``t``: what a forecaster may see at time ``t``."""
         return self.slice(self.start, t)
+
+
+def series_from_points(points: list[tuple[datetime, float]], step: timedelta | None = None) -> Series:
+    """A regular series from (time, value) points: the step is the smallest gap unless given,
+    duplicates keep the last value, gaps repeat the previous value."""
+    if not points:
+        raise ValueError("no data points")
+    pts = sorted((as_utc(t), float(v)) for t, v in points)
+    if step is None:
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(pts) if b[0] > a[0]]
+        step = min(gaps) if gaps else timedelta(minutes=30)
+    t0 = pts[0][0]
+    n = math.floor((pts[-1][0] - t0) / step) + 1
+    out = np.full(n, np.nan)
+    for t, v in pts:
+        out[math.floor((t - t0) / step)] = v
+    missing = np.isnan(out)
+    if missing.any():
+        idx = np.where(~missing, np.arange(n), 0)
+        np.maximum.accumulate(idx, out=idx)
+        out = out[idx]
+    return Series(t0, step, out)

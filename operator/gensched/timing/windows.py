@@ -17,10 +17,12 @@ def _hm(text: str) -> time:
 
 
 def window_intervals(
-    windows: list[OffPeakWindow], start: datetime, horizon: timedelta
+    windows: list[OffPeakWindow], start: datetime, horizon: timedelta, holidays: list[str] | None = None
 ) -> Iterator[tuple[datetime, datetime]]:
-    """All window occurrences overlapping [start, start + horizon), in time order (UTC)."""
+    """All window occurrences overlapping [start, start + horizon), in time order (UTC).
+    A holiday (YYYY-MM-DD in the window's timezone) is off-peak all day."""
     end = start + horizon
+    off_days = {date.fromisoformat(h) for h in holidays or []}
     out: list[tuple[datetime, datetime]] = []
     for w in windows:
         tz = ZoneInfo(w.timezone)
@@ -28,6 +30,11 @@ def window_intervals(
         days = int(horizon.total_seconds() // 86400) + 3
         for d in range(days):
             day = first + timedelta(days=d)
+            if day in off_days:
+                s_utc = datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+                e_utc = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
+                if e_utc > start and s_utc < end:
+                    out.append((max(s_utc, start), e_utc))
             if _DAYS[day.weekday()] not in w.days:
                 continue
             s_local = datetime.combine(day, _hm(w.start), tzinfo=tz)
@@ -40,12 +47,24 @@ def window_intervals(
 
 
 def next_window_start(
-    windows: list[OffPeakWindow], now: datetime, latest_start: datetime
+    windows: list[OffPeakWindow], now: datetime, latest_start: datetime, holidays: list[str] | None = None
 ) -> datetime | None:
     """Earliest instant in a window, at or after ``now`` and no later than ``latest_start``."""
     if latest_start < now:
         return None
-    for s, _e in window_intervals(windows, now, latest_start - now + timedelta(seconds=1)):
+    for s, _e in window_intervals(windows, now, latest_start - now + timedelta(seconds=1), holidays):
         if s <= latest_start:
             return s
     return None
+
+
+def price_at(windows: list[OffPeakWindow], t: datetime, default: float, holidays: list[str] | None = None) -> float:
+    """Electricity price at ``t``: the cheapest priced window containing it, else ``default``."""
+    best = default
+    for w in windows:
+        if w.price_per_kwh is None:
+            continue
+        for s, e in window_intervals([w], t, timedelta(seconds=1), holidays):
+            if s <= t < e:
+                best = min(best, w.price_per_kwh)
+    return best

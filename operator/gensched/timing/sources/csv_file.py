@@ -5,21 +5,18 @@ gCO₂eq/kWh (direct)`` / ``(LCA)``)."""
 from __future__ import annotations
 
 import csv
-import itertools
-from datetime import datetime, timedelta
+from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
-import numpy as np
+from gensched.timing.series import Series, as_utc, series_from_points
+from gensched.timing.sources.base import SignalError
 
-from gensched.timing.series import Series, as_utc
+__all__ = ["CsvSource", "SignalError", "load_csv"]
 
 EM_TIME = "Datetime (UTC)"
 EM_DIRECT = "Carbon Intensity gCO₂eq/kWh (direct)"
 EM_LCA = "Carbon Intensity gCO₂eq/kWh (LCA)"
-
-
-class SignalError(RuntimeError):
-    """A carbon signal could not be read; the message names the source and what to fix."""
 
 
 def _parse_time(text: str) -> datetime:
@@ -56,16 +53,33 @@ def load_csv(path: str | Path, column: str | None = None) -> Series:
                 raise SignalError(f"{p}:{n}: bad row {row!r}: {exc}") from exc
     if len(times) < 2:
         raise SignalError(f"{p}: needs at least two rows to know the step")
-    step = min(b - a for a, b in itertools.pairwise(times))
-    if step <= timedelta(0):
+    if any(b <= a for a, b in pairwise(times)) and sorted(times) != times:
         raise SignalError(f"{p}: times must increase")
-    n = round((times[-1] - times[0]) / step) + 1
-    out = np.full(n, np.nan)
-    for t, v in zip(times, vals, strict=True):
-        out[round((t - times[0]) / step)] = v
-    missing = np.isnan(out)
-    if missing.any():  # forward fill
-        idx = np.where(~missing, np.arange(n), 0)
-        np.maximum.accumulate(idx, out=idx)
-        out = out[idx]
-    return Series(times[0], step, out)
+    return series_from_points(list(zip(times, vals, strict=True)))
+
+
+class CsvSource:
+    """Replay of a recorded series: the recorded future serves as the forecast (deterministic
+    what-if runs and tests); with ``timing.carbon.forecaster: History`` the feed forecasts instead."""
+
+    has_forecast = True
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.name = f"CSV {self.path.name}"
+        self._series: Series | None = None
+        self._mtime = -1.0
+
+    def fetch(self, start: datetime, end: datetime) -> Series:
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError as exc:
+            raise SignalError(f"carbon CSV {self.path} not readable ({exc.strerror}): "
+                              "set timing.carbon.csvPath to a file the operator can read") from exc
+        if self._series is None or mtime != self._mtime:  # re-read when the file is replaced
+            self._series, self._mtime = load_csv(self.path), mtime
+        got = self._series.slice(start, end)
+        if len(got) == 0:
+            raise SignalError(f"carbon CSV {self.path} has no data for {start.isoformat()}..{end.isoformat()} "
+                              f"(it covers {self._series.start.isoformat()}..{self._series.end.isoformat()})")
+        return got

@@ -1,0 +1,60 @@
+"""Build the provider a SchedulingPolicy names. Secrets come through ``read_secret`` (the
+controller reads the Kubernetes Secret); they never appear in the CRD."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gensched.api.durations import parse_duration
+from gensched.api.policy import CarbonProvider, CarbonSpec, Forecaster
+from gensched.timing.sources.base import CarbonSource, SignalError
+from gensched.timing.sources.csv_file import CsvSource
+from gensched.timing.sources.feed import SignalFeed
+
+SecretReader = Callable[[str, str], str | None]  # (secret name, key) -> value
+
+
+def build_source(spec: CarbonSpec, read_secret: SecretReader) -> CarbonSource:
+    p = spec.provider
+    if p == CarbonProvider.CSV:
+        assert spec.csv_path
+        return CsvSource(spec.csv_path)
+    if p == CarbonProvider.GB_CARBON_INTENSITY:
+        from gensched.timing.sources.gb import GBCarbonIntensitySource
+
+        return GBCarbonIntensitySource(spec.region, spec.endpoint, spec.timeout_seconds)
+    if p == CarbonProvider.PROMETHEUS:
+        from gensched.timing.sources.prometheus import PrometheusSource
+
+        assert spec.endpoint and spec.prometheus_query
+        return PrometheusSource(spec.endpoint, spec.prometheus_query, timeout=spec.timeout_seconds)
+    secret = _secret(spec, read_secret)
+    assert spec.region
+    if p == CarbonProvider.ELECTRICITY_MAPS:
+        from gensched.timing.sources.electricitymaps import ElectricityMapsSource
+
+        return ElectricityMapsSource(spec.region, secret, spec.endpoint, spec.timeout_seconds)
+    from gensched.timing.sources.watttime import WattTimeSource
+
+    user, sep, password = secret.partition(":")
+    if not sep:
+        raise SignalError("WattTime: the Secret value must be 'username:password'")
+    return WattTimeSource(spec.region, user, password, spec.endpoint, spec.timeout_seconds)
+
+
+def _secret(spec: CarbonSpec, read_secret: SecretReader) -> str:
+    ref = spec.secret_ref
+    assert ref is not None
+    value = read_secret(ref.name, ref.key)
+    if not value:
+        raise SignalError(f"Secret {ref.name!r} (key {ref.key!r}) named by timing.carbon.secretRef is missing "
+                          "in the operator's namespace: create it")
+    return value.strip()
+
+
+def build_feed(spec: CarbonSpec, read_secret: SecretReader) -> SignalFeed:
+    return SignalFeed(build_source(spec, read_secret), history_forecast=spec.forecaster == Forecaster.HISTORY,
+                      refresh=parse_duration(spec.refresh), max_age=parse_duration(spec.max_age))
+
+
+__all__ = ["SecretReader", "build_feed", "build_source"]
