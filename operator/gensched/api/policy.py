@@ -199,15 +199,21 @@ def _minutes(hhmm: str) -> int:
 
 
 def _overlap(a: OffPeakWindow, b: OffPeakWindow) -> bool:
-    """Same timezone and a shared start day with intersecting times (overnight windows run past 24:00)."""
-    if a.timezone != b.timezone or not set(a.days) & set(b.days):
+    """Do two windows (same timezone) share any minute of the week? Overnight windows spill
+    into the next day, and Sunday night into Monday."""
+    if a.timezone != b.timezone:
         return False
+    week = 7 * 1440
+    order = [d.value for d in Weekday]
 
-    def span(w: OffPeakWindow) -> tuple[int, int]:
+    def spans(w: OffPeakWindow) -> list[tuple[int, int]]:
         s, e = _minutes(w.start), _minutes(w.end)
-        return s, e if e > s else e + 1440
-    (s1, e1), (s2, e2) = span(a), span(b)
-    return s1 < e2 and s2 < e1
+        length = e - s if e > s else e + 1440 - s
+        return [(order.index(d) * 1440 + s, order.index(d) * 1440 + s + length) for d in w.days]
+
+    return any(s1 < e2 + k and s2 + k < e1
+               for s1, e1 in spans(a) for s2, e2 in spans(b) for k in (-week, 0, week))
+
 
 
 class AutoscalingSpec(KubeModel):
