@@ -108,8 +108,10 @@ def cluster(api: EmulatorServer, crds: Kubectl) -> Iterator[Cluster]:
 class OperatorProcess:
     """``gensched run`` as a subprocess (kopf's real loop), restartable."""
 
-    def __init__(self, kubeconfig: Path, log: Path, webhook: bool = False, namespaces: tuple[str, ...] = ()) -> None:
+    def __init__(self, kubeconfig: Path, log: Path, webhook: bool = False, namespaces: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.kubeconfig, self.log, self.webhook, self.namespaces = kubeconfig, log, webhook, namespaces
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.metrics_port = 0
@@ -117,7 +119,7 @@ class OperatorProcess:
     def start(self) -> None:
         self.port, self.metrics_port = free_port(), free_port()
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), GENSCHED_RETRY_SECONDS="1",
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", **self.env)
         cmd = [sys.executable, "-m", "gensched", "run", "--standalone", "--metrics-port", str(self.metrics_port),
                "--liveness", f"http://127.0.0.1:{self.port}/healthz"]
         for ns in self.namespaces:

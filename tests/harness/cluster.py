@@ -72,9 +72,18 @@ class ClusterStandIn:
             ns = meta["namespace"]
             pods = [p for p in emu.list("", "pods", ns)
                     if any(r.get("uid") == meta["uid"] for r in p["metadata"].get("ownerReferences") or [])]
-            if spec.get("suspend") or meta.get("deletionTimestamp"):
+            if meta.get("deletionTimestamp"):
                 continue
-            if not pods and not (job.get("status") or {}).get("conditions"):
+            if spec.get("suspend"):  # like the Job controller: active pods go, the Job says Suspended
+                for pod in pods:
+                    if (pod.get("status") or {}).get("phase") in ("Pending", "Running"):
+                        await emu.delete(pods_kind, ns, pod["metadata"]["name"])
+                await self._suspended(job, jobs_kind, bool(pods))
+                continue
+            finished = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                           for c in (job.get("status") or {}).get("conditions") or [])
+            live = [p for p in pods if (p.get("status") or {}).get("phase") in ("Pending", "Running", "Succeeded")]
+            if not live and not finished:
                 tmpl = spec["template"]
                 pod = {"apiVersion": "v1", "kind": "Pod",
                        "metadata": {"generateName": meta["name"] + "-", "namespace": ns,
@@ -117,6 +126,15 @@ class ClusterStandIn:
             await emu.replace(kind, meta["namespace"], meta["name"],
                               dict(pod, status={**status, "phase": "Succeeded"}), "status")
 
+    async def _suspended(self, job: dict, kind, had_pods: bool) -> None:
+        status = dict(job.get("status") or {})
+        conds = [c for c in status.get("conditions") or [] if c.get("type") != "Suspended"]
+        new = dict(status, active=0, conditions=[*conds, {"type": "Suspended", "status": "True",
+                                                          "lastTransitionTime": _now()}])
+        if new != status and (had_pods or status.get("startTime")):
+            await self.emu.replace(kind, job["metadata"]["namespace"], job["metadata"]["name"],
+                                   dict(job, status=new), "status")
+
     async def _job_status(self, job: dict, kind) -> None:
         meta = job["metadata"]
         pods = [p for p in self.emu.list("", "pods", meta["namespace"])
@@ -127,7 +145,11 @@ class ClusterStandIn:
         new["active"] = sum(1 for ph in phases if ph in ("Pending", "Running"))
         if any(ph == "Running" for ph in phases) and "startTime" not in new:
             new["startTime"] = _now()
-        if phases and all(ph == "Succeeded" for ph in phases) and not status.get("conditions"):
+        new["conditions"] = [c for c in new.get("conditions") or [] if c.get("type") != "Suspended"]
+        if not new["conditions"]:
+            new.pop("conditions")
+        done = any(c.get("type") in ("Complete", "Failed") for c in new.get("conditions") or [])
+        if phases and all(ph == "Succeeded" for ph in phases) and not done:
             new["succeeded"] = len(phases)
             new["active"] = 0
             new.setdefault("completionTime", _now())

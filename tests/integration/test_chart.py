@@ -40,7 +40,8 @@ def test_rendered_manifests_are_valid_kubernetes(helm: str, tmp_path: Path) -> N
     docs = render(helm, "metrics.serviceMonitor.enabled=true")
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(["CustomResourceDefinition", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
-                            "ClusterRoleBinding", "Deployment", "Service", "ServiceMonitor", "SchedulingPolicy"])
+                            "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service", "ServiceMonitor",
+                            "SchedulingPolicy"])
     core = [d for d in docs if d["kind"] not in ("ServiceMonitor", "SchedulingPolicy")]
     path = tmp_path / "rendered.yaml"
     path.write_text(yaml.safe_dump_all(core))
@@ -99,3 +100,17 @@ def test_webhook_mode_renders_tls_service_and_rbac(helm: str, tmp_path: Path) ->
     validator = Path(sys.executable).parent / "kubernetes-validate"
     result = subprocess.run([str(validator), "--strict", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_secret_access_is_namespaced_read_only_and_narrowable(helm: str) -> None:
+    docs = render(helm)
+    cluster_rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"]]
+    assert not any("secrets" in r["resources"] for r in cluster_rules)  # never cluster-wide
+    role = next(d for d in docs if d["kind"] == "Role")
+    assert role["metadata"]["namespace"] == "gensched"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    narrowed = next(d for d in render(helm, "carbonSecrets={em-token,watttime}") if d["kind"] == "Role")
+    assert narrowed["rules"][0]["resourceNames"] == ["em-token", "watttime"]
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    env = deploy["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "GENSCHED_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in env

@@ -90,7 +90,7 @@ def test_holidays_are_off_peak_all_day() -> None:
 
 @pytest.mark.parametrize(("timing_spec", "message"), [
     ({"mode": "CarbonAware"}, "timing.carbon is missing"),
-    ({"mode": "OffPeak", "offPeakWindows": [{"start": "22:00", "end": "06:00"}, {"start": "05:00", "end": "07:00"}]},
+    ({"mode": "OffPeak", "offPeakWindows": [{"start": "22:00", "end": "06:00"}, {"start": "23:00", "end": "01:00"}]},
      "overlap"),
     ({"mode": "OffPeak", "offPeakWindows": [{"start": "22:00", "end": "22:00"}]}, "empty"),
     ({"mode": "OffPeak", "offPeakWindows": [{"start": "22:00", "end": "06:00", "timezone": "Mars/Olympus"}]},

@@ -306,6 +306,9 @@ class CarbonStatus(KubeModel):
     expected_saving_gco2: float | None = Field(default=None, alias="expectedSavingGCO2",
                                                description="Versus starting at the decision time.")
     expected_saving_pct: float | None = None
+    baseline_intensity: float | None = Field(
+        default=None, description="Forecast gCO2/kWh over the run had it started at the decision time.")
+    expected_intensity: float | None = Field(default=None, description="Forecast gCO2/kWh over the planned run.")
     energy_kwh: float | None = Field(default=None, alias="energyKWh", description="Measured run time x power.")
     actual_gco2: float | None = Field(default=None, alias="actualGCO2")
     actual_saving_gco2: float | None = Field(default=None, alias="actualSavingGCO2",
@@ -325,6 +328,7 @@ class GenerativeJobStatus(KubeModel):
     planned_start: str | None = None
     planned_slots: list[TimeSlot] = Field(default_factory=list, description="When an interruptible job runs.")
     decided_at: str | None = Field(default=None, description="When the timing decision was first made.")
+    released_at: str | None = Field(default=None, description="When the operator released the Job to run.")
     carbon: CarbonStatus | None = None
     started_at: str | None = None
     finished_at: str | None = None

@@ -199,21 +199,18 @@ def _minutes(hhmm: str) -> int:
 
 
 def _overlap(a: OffPeakWindow, b: OffPeakWindow) -> bool:
-    """Do two windows (same timezone) share any minute of the week? Overnight windows spill
-    into the next day, and Sunday night into Monday."""
-    if a.timezone != b.timezone:
+    """Two windows starting on a shared day with intersecting times (a likely copy-paste
+    mistake). An overnight window spilling into the next day's window is allowed: that is how
+    "weeknights plus weekends" is written, and the union is what counts."""
+    if a.timezone != b.timezone or not set(a.days) & set(b.days):
         return False
-    week = 7 * 1440
-    order = [d.value for d in Weekday]
 
-    def spans(w: OffPeakWindow) -> list[tuple[int, int]]:
+    def span(w: OffPeakWindow) -> tuple[int, int]:
         s, e = _minutes(w.start), _minutes(w.end)
-        length = e - s if e > s else e + 1440 - s
-        return [(order.index(d) * 1440 + s, order.index(d) * 1440 + s + length) for d in w.days]
+        return s, e if e > s else e + 1440
 
-    return any(s1 < e2 + k and s2 + k < e1
-               for s1, e1 in spans(a) for s2, e2 in spans(b) for k in (-week, 0, week))
-
+    (s1, e1), (s2, e2) = span(a), span(b)
+    return s1 < e2 and s2 < e1
 
 
 class AutoscalingSpec(KubeModel):

@@ -98,6 +98,16 @@ def retry(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     _publish()
 
 
+def _between_slots(status: dict, **_: Any) -> bool:
+    return status.get("phase") in ("Placed", "Running") and len(status.get("plannedSlots") or []) > 1
+
+
+@kopf.timer(*GJ, interval=RETRY_SECONDS, initial_delay=RETRY_SECONDS, when=_between_slots)
+def follow_plan(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Interruptible jobs with a multi-slot plan: pause and resume at slot boundaries."""
+    lifecycle.reconcile(dict(body), patch)
+
+
 @kopf.on.delete(*GJ)
 def free(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     released = RESERVATIONS.release(lifecycle.key_of(dict(body)))

@@ -58,10 +58,26 @@ class Kube:
                 return None
             raise
 
+    def list_generativejobs(self) -> list[dict]:
+        return self.custom.list_cluster_custom_object(GROUP, VERSION, "generativejobs").get("items", [])
+
     def patch_generativejob_status(self, namespace: str, name: str, status: dict) -> None:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, "generativejobs", name, {"status": status}
         )
+
+    def read_secret(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a Secret, decoded; None when the Secret or key is missing."""
+        import base64
+
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return None
+            raise
+        raw = (secret.data or {}).get(key)
+        return base64.b64decode(raw).decode() if raw else None
 
     # -- serving
     def get_rayservice(self, namespace: str, name: str) -> dict | None:

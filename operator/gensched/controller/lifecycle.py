@@ -10,16 +10,13 @@ while nothing changes).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import kopf
 from pydantic import ValidationError
 
 from gensched.api import GenerativeJobSpec, Phase, SchedulingPolicySpec, format_validation_error
-from gensched.api.conditions import set_condition
-from gensched.api.durations import parse_duration, resolve_deadline, rfc3339
+from gensched.api.durations import rfc3339
 from gensched.api.generativejob import TERMINAL_PHASES, JobMode
 from gensched.autoscale import render_rayservice
 from gensched.controller.kube import ApiException, kube
@@ -33,55 +30,12 @@ from gensched.controller.objects import (
     release_patch,
 )
 from gensched.controller.reservations import RESERVATIONS
-from gensched.observe import metrics
+from gensched.controller.step import Step, now
+from gensched.controller.timing_step import account_energy, decide_when, follow_slots
 from gensched.packing import Allocation
 from gensched.packing.requests import request_for
-from gensched.timing import decide_start
 
 log = logging.getLogger(__name__)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class Step:
-    """What one reconcile pass wants written: status fields, conditions and at most one Event."""
-
-    body: dict
-    status: dict[str, Any] = field(default_factory=dict)
-    events: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._conditions = list((self.body.get("status") or {}).get("conditions") or [])
-        self._gen = self.body["metadata"].get("generation")
-
-    def condition(self, type_: str, ok: bool, reason: str, message: str) -> None:
-        self._conditions = set_condition(self._conditions, type_, ok, reason, message, now(), self._gen)
-        self.status["conditions"] = self._conditions
-
-    def phase(self, phase: Phase, message: str, event: tuple[str, str] | None = None, warn: bool = False) -> None:
-        """Set phase+message; emit the event only when the message changes (no spam on re-runs)."""
-        old = self.body.get("status") or {}
-        self.status["phase"] = phase.value
-        self.status["message"] = message
-        self.status["observedGeneration"] = self._gen
-        if event is not None and (old.get("message") != message or old.get("phase") != phase.value):
-            self.events.append(("Warning" if warn else "Normal", event[0], event[1]))
-
-    def flush(self, patch: kopf.Patch | None) -> None:
-        """Write through kopf's patch (handlers on this object) or the API (other handlers)."""
-        meta = self.body["metadata"]
-        if self.status:
-            if patch is not None:
-                for k, v in self.status.items():
-                    patch.status[k] = v
-            else:
-                kube().patch_generativejob_status(meta["namespace"], meta["name"], self.status)
-        for type_, reason, message in self.events:
-            kopf.event(self.body, type=type_, reason=reason, message=message)
-            metrics.DECISIONS.labels(decision=reason).inc()
 
 
 def key_of(body: dict) -> str:
@@ -142,11 +96,11 @@ def reconcile(body: dict, patch: kopf.Patch | None = None, spec_changed: bool = 
     if spec.mode == JobMode.SERVE:
         _serve(body, spec, step, spec_changed)
     else:
-        _batch(body, spec, policy, step, spec_changed)
+        _batch(body, spec, policy_name, policy, step, spec_changed)
     step.flush(patch)
 
 
-def _batch(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, step: Step,
+def _batch(body: dict, spec: GenerativeJobSpec, policy_name: str, policy: SchedulingPolicySpec, step: Step,
            spec_changed: bool = False) -> None:
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
@@ -172,24 +126,13 @@ def _batch(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, st
             step.events.append(("Warning", "SpecChangeIgnored", msg))
         mirror_job(body, job, step, alloc)
         return
-    created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
-    deadline = resolve_deadline(spec.batch.deadline, created) if spec.batch and spec.batch.deadline else None
-    estimated = (parse_duration(spec.batch.estimated_duration)
-                 if spec.batch and spec.batch.estimated_duration else None)
-    planned_text = (body.get("status") or {}).get("plannedStart")
     t = now()
-    if planned_text:
-        planned = datetime.fromisoformat(planned_text.replace("Z", "+00:00"))
-    else:
-        decision = decide_start(t, policy.timing, deadline, estimated)
-        planned = decision.start
-        step.status["plannedStart"] = rfc3339(planned)
-        if decision.warning:
-            step.condition("DeadlineAtRisk" if deadline else "TimingDegraded", True, "Timing", decision.warning)
-            step.events.append(("Warning", "Timing", decision.warning))
+    planned = decide_when(body, spec, policy_name, policy, step, t)
     if planned > t:
-        msg = f"deferred until {rfc3339(planned)} ({policy.timing.mode} policy)"
-        step.phase(Phase.DEFERRED, msg, ("Deferred", msg))
+        carbon = step.status.get("carbon") or {}
+        saving = (f": expected saving {carbon['expectedSavingGCO2']:.0f} gCO2 ({carbon['expectedSavingPct']:.1f}%)"
+                  if carbon.get("expectedSavingPct") is not None else f" ({policy.timing.mode} policy)")
+        step.phase(Phase.DEFERRED, f"deferred until {rfc3339(planned)}{saving}")
         return
     outcome = RESERVATIONS.place(request_for(key_of(body), spec), policy.packing.strategy)
     if not isinstance(outcome, Allocation):
@@ -203,6 +146,7 @@ def _batch(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, st
         RESERVATIONS.release(outcome.key)  # nothing durable was written: give the GPUs back
         raise
     where = _describe(outcome)
+    step.status["releasedAt"] = rfc3339(t)
     step.status["placement"] = _placement(outcome, spec)
     step.condition("Placed", True, "GPUsReserved", where)
     step.phase(Phase.PLACED, f"placed {where}", ("Placed", f"placed {where} by {policy.packing.strategy}"))
@@ -226,7 +170,11 @@ def mirror_job(body: dict, job: dict, step: Step, alloc: Allocation) -> None:
     if js.get("startTime"):
         step.status["startedAt"] = js["startTime"]
     done = job_finished(job)
+    spec = GenerativeJobSpec.model_validate(body["spec"])
+    if not done:
+        follow_slots(body, job, step)
     if done:
+        account_energy(body, spec, step)
         finished = js.get("completionTime") or rfc3339(now())
         step.status["finishedAt"] = finished
         if js.get("startTime"):

@@ -118,6 +118,15 @@ class Reservations:
             known = self._nodes.get(node)
             return known.gpu_model if known else None
 
+    def common_gpu_model(self) -> str | None:
+        """The GPU model most GPUs in the cluster have (for energy estimates before placement)."""
+        with self._lock:
+            counts: dict[str, int] = {}
+            for n in self._nodes.values():
+                if n.gpu_model:
+                    counts[n.gpu_model] = counts.get(n.gpu_model, 0) + n.gpu_count
+        return max(counts, key=lambda m: counts[m]) if counts else None
+
     def snapshot(self) -> tuple[int, int, float, int]:
         """(allocated milli, total milli, fragmentation, GPU nodes)."""
         with self._lock:
