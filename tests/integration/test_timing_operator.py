@@ -102,6 +102,11 @@ def test_deferred_to_the_cleanest_hours_with_expected_and_actual_savings(
     assert c["actualSavingGCO2"] == pytest.approx(c["energyKWh"] * 300, rel=0.01)
     done_b = cluster.wait_phase("night-b", "Succeeded", timeout=60)["status"]
     assert done_b["releasedAt"] >= "2026-03-03T04:00:00Z"
+    text = clocked_operator.metrics()
+    assert "gensched_deferred_jobs_total 2.0" in text
+    saved = float(next(line.split()[1] for line in text.splitlines()
+                       if line.startswith("gensched_carbon_saved_grams_total")))
+    assert saved == pytest.approx(c["actualSavingGCO2"] + done_b["carbon"]["actualSavingGCO2"], rel=0.01)
 
 
 def test_no_slack_run_now_annotation_and_a_broken_signal(

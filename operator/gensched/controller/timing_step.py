@@ -20,6 +20,7 @@ from gensched.controller.kube import kube
 from gensched.controller.reservations import RESERVATIONS
 from gensched.controller.signals import SignalError, feed_for
 from gensched.controller.step import Step
+from gensched.observe import metrics
 from gensched.timing import decide_start
 from gensched.timing.energy import grams, job_power_kw
 from gensched.timing.planner import DEFAULT_RUN, TimingDecision, latest_end
@@ -120,6 +121,8 @@ def _plan_carbon(body: dict, spec: GenerativeJobSpec, policy_name: str, policy: 
         what = (f"expected saving {carbon['expectedSavingGCO2']:.0f} gCO2 ({pct:.1f}%)" if pct is not None
                 else decision.reason)
         reason = "Deferred" if old is None else "Replanned"
+        if old is None:
+            metrics.DEFERRED.inc()
         step.events.append(("Normal", reason, f"deferred until {rfc3339(decision.start)}: {what}"))
     return decision.start
 
@@ -257,6 +260,7 @@ def account_energy(body: dict, spec: GenerativeJobSpec, step: Step) -> None:
     carbon.update(energyKWh=round(energy, 4), actualGCO2=round(energy * actual, 1),
                   actualSavingGCO2=round(energy * (baseline - actual), 1))
     step.status["carbon"] = carbon
+    metrics.CARBON_SAVED.inc(carbon["actualSavingGCO2"])
 
 
 def _mean(series: Series, spans: list[tuple[datetime, datetime]]) -> float:

@@ -9,6 +9,9 @@ GPU_ALLOCATED = Gauge("gensched_gpu_allocated_milli", "GPU capacity reserved, in
 GPU_CAPACITY = Gauge("gensched_gpu_capacity_milli", "GPU capacity of known GPU nodes, in milli-GPU")
 FRAGMENTATION = Gauge("gensched_gpu_fragmentation_ratio", "Share of all GPU capacity left free on partly used GPUs")
 GPU_NODES = Gauge("gensched_gpu_nodes", "Schedulable GPU nodes known to the operator")
+CARBON_SAVED = Counter("gensched_carbon_saved_grams", "gCO2 saved by time shifting, measured at job end "
+                       "(negative when a job ran dirtier than at its decision time)")
+DEFERRED = Counter("gensched_deferred_jobs", "Batch jobs held back for a cleaner or cheaper time")
 MODEL_OPERATOR_REPLICAS = Gauge("gensched_model_operator_replicas", "Replicas per model operator",
                                 ["job", "operator"])
 
