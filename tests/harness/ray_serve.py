@@ -1,0 +1,35 @@
+"""A real local Ray (CPU only) with Serve on 127.0.0.1, started once per test module."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalServe:
+    def __init__(self, num_cpus: int = 2) -> None:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        import ray
+        from ray import serve
+
+        self.ray, self.serve = ray, serve
+        self.port = free_port()
+        self.metrics_port = free_port()
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 _metrics_export_port=self.metrics_port)
+        serve.start(http_options={"host": "127.0.0.1", "port": self.port})
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def replicas(self, app: str) -> dict[str, int]:
+        deps = self.serve.status().applications[app].deployments
+        return {name: d.replica_states.get("RUNNING", 0) for name, d in deps.items()}
+
+    def close(self) -> None:
+        self.serve.shutdown()
+        self.ray.shutdown()

@@ -1,0 +1,52 @@
+"""The torch language model and its split into model operators (CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gensched_workloads.model import EOS, DecoderLM, ModelConfig, encode, generate
+from gensched_workloads.operators import OperatorRunner, generate_split, split
+
+GROUPINGS = [
+    [("all", 0, 3)],
+    [("a", 0, 1), ("b", 2, 3)],
+    [("a", 0, 0), ("b", 1, 1), ("c", 2, 2), ("d", 3, 3)],
+]
+
+
+@pytest.mark.parametrize("groups", GROUPINGS)
+def test_split_generation_equals_the_whole_model(groups: list[tuple[str, int, int]]) -> None:
+    model = DecoderLM.seeded(seed=3)
+    runners = [OperatorRunner(model, s) for s in split(4, groups)]
+    for prompt in ("hello world", "generative AI on shared GPUs", "x"):
+        ids = encode(prompt)
+        assert generate_split(runners, ids, 24, EOS) == generate(model, ids, 24)
+
+
+def test_kv_cache_matches_full_recompute() -> None:
+    model = DecoderLM.seeded(seed=1)
+    ids = torch.tensor([encode("cache me if you can")])
+    full, _ = model(ids)
+    head, past = model(ids[:, :-3])
+    tail, _ = model(ids[:, -3:], past, start=ids.shape[1] - 3)
+    assert torch.allclose(torch.cat([head, tail], dim=1), full, atol=1e-5)
+
+
+def test_weights_round_trip(tmp_path: Path) -> None:
+    model = DecoderLM.seeded(ModelConfig(n_layers=2, d_model=32, n_heads=2, d_ff=64), seed=5)
+    model.save(tmp_path / "m")
+    again = DecoderLM.load(tmp_path / "m")
+    ids = encode("same weights, same words")
+    assert generate(again, ids, 16) == generate(model, ids, 16)
+
+
+@pytest.mark.parametrize(("groups", "message"), [
+    ([("a", 0, 1), ("b", 3, 3)], "exactly once"),  # skips layer 2
+    ([("a", 0, 2), ("b", 2, 3)], "exactly once"),  # repeats layer 2
+])
+def test_bad_groupings_are_refused(groups: list[tuple[str, int, int]], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        split(4, groups)
