@@ -9,6 +9,7 @@ caches), so a request's steps may go to any replica.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -37,8 +38,13 @@ class ModelOperator:
         torch.set_num_threads(1)
         self.runner = OperatorRunner(load_model(args), spec)
         self.spec = spec
+        # Load shaping for demos and tests only: extra time per call, standing in for an operator
+        # that is heavier on a real GPU (e.g. attention over long KV caches).
+        self.extra_s = float((args.get("extra_ms") or {}).get(spec.name, 0)) / 1000
 
     async def __call__(self, x: torch.Tensor, start: int, past: list | None) -> tuple[torch.Tensor, list]:
+        if self.extra_s:
+            await asyncio.sleep(self.extra_s)
         return self.runner(x, start, past)
 
 

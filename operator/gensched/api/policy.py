@@ -223,6 +223,10 @@ class AutoscalingSpec(KubeModel):
         default=300, ge=0, le=86400, description="Load must stay low this long before scaling down."
     )
     prometheus_url: str | None = Field(default=None, description="Prometheus base URL for serving metrics.")
+    target_ongoing_requests: float = Field(
+        default=2.0, gt=0, le=1000,
+        description="Requests in flight per replica a model operator is sized for (when no profile says more).")
+    scale_up_step: int = Field(default=4, ge=1, le=100, description="Most replicas added to one operator at once.")
 
 
 class SchedulingPolicySpec(KubeModel):
