@@ -51,7 +51,7 @@ def test_split_app_streams_the_same_tokens_and_scales_per_operator(local_serve: 
 
 
 def test_local_mode_scales_the_busy_operator_from_real_prometheus_metrics(
-        local_serve: LocalServe, prometheus_server) -> None:  # noqa: ANN001
+        local_serve: LocalServe, prometheus_server) -> None:
     import threading
     import time
 
@@ -81,7 +81,7 @@ def test_local_mode_scales_the_busy_operator_from_real_prometheus_metrics(
     def one(n: int) -> None:
         try:
             stream(local_serve.url, "load", n)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
 
     threading.Thread(target=client, daemon=True).start()

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gensched.autoscale.policy import Change, Limits, OperatorState, Settings, decide
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from gensched_workloads.serve_app import build_app
 
     ray.init(ignore_reinit_error=True)
-    app_args = json.loads(open(args.args).read())
+    app_args = json.loads(Path(args.args).read_text())
     serve.run(build_app(app_args), name=args.app, route_prefix="/")
     loop = LocalAutoscaler(args.prometheus, args.app, app_args,
                            Limits(args.min_replicas, args.max_replicas, args.target_ongoing),
