@@ -315,6 +315,17 @@ class CarbonStatus(KubeModel):
                                              description="Versus the same run started at the decision time.")
 
 
+class AutoscalingStatus(KubeModel):
+    """The per-operator autoscaler's memory and last word (kept here so restarts keep it)."""
+
+    last_evaluated: str | None = None
+    last_decision: str | None = Field(default=None, description="The last change and why.")
+    failures: int = Field(default=0, description="Consecutive passes without metrics (back-off).")
+    next_attempt: str | None = None
+    states: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per operator: last change time and recent targets (stabilization).")
+
+
 class GenerativeJobStatus(KubeModel):
     """Observed state of a GenerativeJob, written only by the operator."""
 
@@ -335,6 +346,8 @@ class GenerativeJobStatus(KubeModel):
     gpu_hours: float | None = None
     job_name: str | None = Field(default=None, description="The batch/v1 Job created for Batch mode.")
     ray_service_name: str | None = Field(default=None, description="The RayService created for Serve mode.")
+    operator_replicas: dict[str, int] = Field(default_factory=dict, description="Replicas per model operator.")
+    autoscaling: AutoscalingStatus | None = None
 
 
 class GenerativeJob(KubeModel):

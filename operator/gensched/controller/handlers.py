@@ -18,6 +18,7 @@ from gensched.observe import metrics
 
 GJ = (GROUP, VERSION, "generativejobs")
 RETRY_SECONDS = float(os.environ.get("GENSCHED_RETRY_SECONDS", "3"))
+AUTOSCALE_SECONDS = float(os.environ.get("GENSCHED_AUTOSCALE_SECONDS", "10"))
 WAITING = {None, "Pending", "Deferred"}  # placed jobs follow their Job's watch events instead
 
 
@@ -106,6 +107,16 @@ def _between_slots(status: dict, **_: Any) -> bool:
 def follow_plan(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Interruptible jobs with a multi-slot plan: pause and resume at slot boundaries."""
     lifecycle.reconcile(dict(body), patch)
+
+
+def _serving(spec: dict, status: dict, **_: Any) -> bool:
+    return spec.get("mode") == "Serve" and status.get("phase") == "Running"
+
+
+@kopf.timer(*GJ, interval=AUTOSCALE_SECONDS, initial_delay=AUTOSCALE_SECONDS, when=_serving)
+def scale_operators(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Per-operator autoscaling of running Serve jobs (the policy's intervalSeconds applies inside)."""
+    lifecycle.autoscale_pass(dict(body), patch)
 
 
 @kopf.on.delete(*GJ)

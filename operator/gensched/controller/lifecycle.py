@@ -247,3 +247,17 @@ def on_job_event(job: dict) -> None:
     step = Step(gj)
     mirror_job(gj, job, step, decode_allocation(placed))
     step.flush(None)
+
+
+def autoscale_pass(body: dict, patch: kopf.Patch | None = None) -> None:
+    """One autoscaling pass for a running Serve job (see controller/autoscaling.py)."""
+    from gensched.controller.autoscaling import autoscale
+
+    try:
+        spec = GenerativeJobSpec.model_validate(body.get("spec") or {})
+        _, policy = resolve_policy(spec.policy_ref)
+    except (ValidationError, LookupError):
+        return  # the reconcile pass reports these
+    step = Step(body)
+    autoscale(body, spec, policy, step)
+    step.flush(patch)

@@ -1,0 +1,115 @@
+"""The per-operator autoscaler for Serve jobs: Prometheus -> decide -> patch the RayService.
+
+Every pass (kopf timer, honouring ``autoscaling.intervalSeconds``): read per-deployment load
+from Prometheus, decide replicas per model operator (``autoscale.policy``), write the new
+``num_replicas`` into the RayService's ``serveConfigV2`` (and enough GPU workers), explain each
+change in an Event and in status. No metrics: keep the replicas, set ``MetricsAvailable=False``
+and back off (interval x 2^failures, at most 10 minutes).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+import yaml
+
+from gensched.api import GenerativeJobSpec, SchedulingPolicySpec
+from gensched.api.durations import rfc3339
+from gensched.api.policy import Granularity
+from gensched.autoscale.policy import Limits, OperatorState, Settings, decide
+from gensched.controller import clock
+from gensched.controller.kube import kube
+from gensched.controller.step import Step
+from gensched.observe import metrics
+from gensched.observe.serve_metrics import MetricsUnavailable, observe
+
+INGRESS = "Ingress"
+MAX_BACKOFF_S = 600
+
+
+def _t(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def autoscale(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, step: Step) -> None:
+    assert spec.serve is not None
+    cfg = policy.autoscaling
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    status = body.get("status") or {}
+    auto = dict(status.get("autoscaling") or {})
+    now = clock.now()
+    if not cfg.prometheus_url:
+        step.condition("MetricsAvailable", False, "NoPrometheus",
+                       "autoscaling.prometheusUrl is not set in the SchedulingPolicy: replicas stay as deployed")
+        return
+    due = auto.get("nextAttempt") or auto.get("lastEvaluated")
+    if due:
+        wait = timedelta(seconds=cfg.interval_seconds) if not auto.get("nextAttempt") else timedelta(0)
+        if now < _t(due) + wait:
+            return
+    svc = kube().get_rayservice(ns, name)
+    if svc is None:
+        return
+    serve_config = yaml.safe_load(svc["spec"].get("serveConfigV2") or "{}") or {}
+    app = (serve_config.get("applications") or [{}])[0]
+    deployments = [d for d in app.get("deployments") or [] if d.get("name") != INGRESS]
+    current = {d["name"]: int(d.get("num_replicas", 1)) for d in deployments}
+    auto["lastEvaluated"] = rfc3339(now)
+    try:
+        observed = observe(cfg.prometheus_url, app.get("name", name), list(current))
+    except MetricsUnavailable as exc:
+        failures = int(auto.get("failures", 0)) + 1
+        backoff = min(cfg.interval_seconds * 2 ** failures, MAX_BACKOFF_S)
+        auto.update(failures=failures, nextAttempt=rfc3339(now + timedelta(seconds=backoff)))
+        was_ok = not any(c.get("type") == "MetricsAvailable" and c.get("status") == "False"
+                         for c in status.get("conditions") or [])
+        msg = f"{exc}; keeping replicas {current}, next try in {backoff:.0f} s"
+        step.condition("MetricsAvailable", False, "NoMetrics", msg)
+        if was_ok:
+            step.events.append(("Warning", "MetricsUnavailable", msg))
+        step.status["autoscaling"] = auto
+        step.status["operatorReplicas"] = current
+        return
+    auto.update(failures=0, nextAttempt=None)
+    step.condition("MetricsAvailable", True, "Scraped", f"serving metrics from {cfg.prometheus_url}")
+    t = now.timestamp()
+    states = {k: OperatorState(v.get("lastChange", -math.inf), [tuple(x) for x in v.get("recent", [])])
+              for k, v in (auto.get("states") or {}).items()}
+    limits = Limits(spec.serve.min_replicas, spec.serve.max_replicas, cfg.target_ongoing_requests)
+    settings = Settings(cfg.cooldown_seconds, cfg.scale_down_stabilization_seconds, cfg.scale_up_step)
+    if cfg.granularity == Granularity.MODEL and current:
+        # Model-level: every operator follows the busiest one, so the model scales as one unit.
+        busiest = max(observed.values(), key=lambda o: o.ongoing or 0.0)
+        observed = dict.fromkeys(current, busiest)
+    changes = decide(t, current, observed, dict.fromkeys(current, limits), states, settings)
+    auto["states"] = {k: {"lastChange": v.last_change if math.isfinite(v.last_change) else None,
+                          "recent": [list(x) for x in v.recent]} for k, v in states.items()}
+    for k in auto["states"]:
+        if auto["states"][k]["lastChange"] is None:
+            auto["states"][k].pop("lastChange")
+    new = dict(current)
+    for c in changes:
+        new[c.name] = c.new
+        msg = f"scaled model operator {c.name} {c.old} -> {c.new}: {c.reason}"
+        step.events.append(("Normal", "ScaledOperator", msg))
+        auto["lastDecision"] = f"{rfc3339(now)} {msg}"
+        metrics.DECISIONS.labels(decision="ScaledOperator").inc()
+    if changes:
+        for d in deployments:
+            d["num_replicas"] = new[d["name"]]
+        gpus = sum(new[d["name"]] * float((d.get("ray_actor_options") or {}).get("num_gpus", 0)) for d in deployments)
+        groups = svc["spec"].get("rayClusterConfig", {}).get("workerGroupSpecs") or []
+        patch: dict = {"spec": {"serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False)}}
+        if groups:
+            group = dict(groups[0])
+            need = max(1, math.ceil(gpus - 1e-9))
+            group["replicas"] = max(int(group.get("minReplicas", 1)), min(need, int(group.get("maxReplicas", need))))
+            patch["spec"]["rayClusterConfig"] = dict(svc["spec"]["rayClusterConfig"],
+                                                     workerGroupSpecs=[group, *groups[1:]])
+        kube().patch_rayservice(ns, name, patch)
+    for op, n in new.items():
+        metrics.MODEL_OPERATOR_REPLICAS.labels(job=f"{ns}/{name}", operator=op).set(n)
+    step.status["operatorReplicas"] = new
+    step.status["autoscaling"] = auto

@@ -1,0 +1,100 @@
+"""Per-operator autoscaling through the real operator: a real Prometheus scrapes an exporter that
+publishes Ray Serve's metric names; the operator reads it with prometheus-api-client and patches the
+RayService replicas per model operator; with Prometheus gone it keeps the replicas."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from tests.conftest import Cluster, OperatorProcess, free_port, wait_for
+from tests.harness.prometheus import PrometheusServer
+from tests.harness.tools import ROOT, Kubectl
+
+pytestmark = pytest.mark.integration
+EXAMPLE = ROOT / "workloads" / "examples" / "serve-llama-operators.yaml"
+OPS = ["embed-early", "middle", "late-head"]
+
+
+class RayMetrics:
+    """Ray Serve's metric names and labels, with values the test sets."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["application", "deployment"]
+        self.running = Gauge("ray_serve_replica_processing_queries", "running", labels, registry=self.registry)
+        self.queued = Gauge("ray_serve_deployment_queued_queries", "queued", labels, registry=self.registry)
+        self.requests = Counter("ray_serve_deployment_request_counter", "requests", labels, registry=self.registry)
+        self.port = free_port()
+        self.server, _ = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+
+    def load(self, deployment: str, running: float, queued: float = 0.0) -> None:
+        self.running.labels("chat-llama", deployment).set(running)
+        self.queued.labels("chat-llama", deployment).set(queued)
+        self.requests.labels("chat-llama", deployment).inc(10)
+
+
+@pytest.fixture
+def ray_metrics() -> Iterator[RayMetrics]:
+    m = RayMetrics()
+    yield m
+    m.server.shutdown()
+
+
+@pytest.fixture
+def fast_operator(cluster: Cluster, tmp_path: Path) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(tmp_path / "kubeconfig", tmp_path / "operator.log", env={"GENSCHED_AUTOSCALE_SECONDS": "1"})
+    op.start()
+    yield op
+    op.stop()
+
+
+def replicas(cluster: Cluster) -> dict[str, int]:
+    svc = cluster.get("ray.io", "rayservices", "default", "chat-llama") or {"spec": {}}
+    app = (yaml.safe_load(svc["spec"].get("serveConfigV2") or "{}") or {}).get("applications") or [{}]
+    return {d["name"]: d["num_replicas"] for d in app[0].get("deployments") or [] if d["name"] != "Ingress"}
+
+
+def test_operators_scale_on_their_own_metrics_and_hold_without_them(
+        cluster: Cluster, fast_operator: OperatorProcess, crds: Kubectl, ray_metrics: RayMetrics,
+        prometheus_server: Callable[..., PrometheusServer]) -> None:
+    prom = prometheus_server(targets=[f"127.0.0.1:{ray_metrics.port}"])
+    for name in OPS:
+        ray_metrics.load(name, 0.5)
+    ray_metrics.load("middle", 6.0, queued=1.0)  # the busy operator: 7 in flight
+    policy = {"apiVersion": "gensched.io/v1alpha1", "kind": "SchedulingPolicy", "metadata": {"name": "serve"},
+              "spec": {"default": True, "autoscaling": {
+                  "prometheusUrl": prom.url, "intervalSeconds": 5, "cooldownSeconds": 0,
+                  "scaleDownStabilizationSeconds": 0, "targetOngoingRequests": 2}}}
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(policy))
+    crds("apply", "-f", str(EXAMPLE))
+    cluster.wait_phase("chat-llama", "Running", timeout=30)
+    assert replicas(cluster) == {"embed-early": 1, "middle": 1, "late-head": 1}
+    wait_for(lambda: replicas(cluster)["middle"] == 4, timeout=60, what="middle scaled to ceil(7 / 2)")
+    assert replicas(cluster) == {"embed-early": 1, "middle": 4, "late-head": 1}
+    st = wait_for(lambda: (cluster.gj("chat-llama") or {}).get("status", {}).get("operatorReplicas", {}).get("middle")
+                  == 4 and cluster.gj("chat-llama")["status"], what="status.operatorReplicas")
+    assert "middle 1 -> 4" in st["autoscaling"]["lastDecision"]
+    wait_for(lambda: {c["type"]: c["status"] for c in cluster.gj("chat-llama")["status"]["conditions"]}.get(
+        "MetricsAvailable") == "True", what="MetricsAvailable=True")  # every pass re-asserts it
+    msgs = wait_for(lambda: [e["message"] for e in cluster.events_for("chat-llama") if e["reason"] == "ScaledOperator"],
+                    what="ScaledOperator event")
+    assert "7.0 in flight / 2 per replica" in msgs[0]
+    assert 'gensched_model_operator_replicas{job="default/chat-llama",operator="middle"} 4.0' in fast_operator.metrics()
+
+    ray_metrics.load("middle", 1.0)  # load falls: scale back down (no stabilization in this policy)
+    wait_for(lambda: replicas(cluster)["middle"] == 1, timeout=60, what="middle back to 1")
+
+    ray_metrics.load("middle", 20.0)
+    prom.stop()  # metrics gone: nothing may change, the job says why
+    cond = wait_for(lambda: next((c for c in (cluster.gj("chat-llama") or {}).get("status", {}).get("conditions", [])
+                                  if c["type"] == "MetricsAvailable" and c["status"] == "False"), None),
+                    timeout=60, what="MetricsAvailable=False")
+    assert "keeping replicas" in cond["message"]
+    assert replicas(cluster) == {"embed-early": 1, "middle": 1, "late-head": 1}
+    wait_for(lambda: "MetricsUnavailable" in [e["reason"] for e in cluster.events_for("chat-llama")],
+             what="MetricsUnavailable warning")
