@@ -37,6 +37,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    if args.what == "autoscale":
+        from gensched.sim.autoscale_cli import print_table as autoscale_table
+        from gensched.sim.autoscale_cli import run_autoscale
+        try:
+            out = run_autoscale(Path(args.trace), args.model, args.gpu, args.slo_ttft_ms, args.slo_tbt_ms,
+                                args.rate_scale, args.baseline, Path(args.json) if args.json else None)
+        except (ValueError, OSError) as exc:
+            print(f"gensched simulate autoscale: {exc}", file=sys.stderr)
+            return 2
+        autoscale_table(out)
+        return 0
     if args.what == "timing":
         from gensched.sim.timing_cli import default_signals, print_table, run_timing
         from gensched.timing.sources.csv_file import SignalError
@@ -126,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="forecast smoothing in slots (default: 3 for a noisy forecast, else 1 = off)")
     tm.add_argument("--json", default=None, help="write results here")
     tm.add_argument("--plot", default=None, help="draw two weeks of each series with the chosen slots (PNG)")
+
+    au = what.add_parser("autoscale", help="static vs model-level vs per-operator serving on an Azure LLM trace")
+    au.add_argument("--trace", required=True, help="AzureLLMInferenceTrace_{conv,code}.csv format")
+    au.add_argument("--model", default="llama-7b", help="llama-7b, llama-13b, llama-70b (modelled profiles)")
+    au.add_argument("--gpu", default="h100", help="a100 or h100")
+    au.add_argument("--slo-ttft-ms", type=float, default=1000.0)
+    au.add_argument("--slo-tbt-ms", type=float, default=100.0)
+    au.add_argument("--rate-scale", type=float, default=1.0, help="compress time: x requests per second")
+    au.add_argument("--baseline", choices=["whole", "fractional"], default="whole",
+                    help="whole-model replicas on whole GPUs, or on any GPU share")
+    au.add_argument("--json", default=None)
 
     p = sub.add_parser("crds", help="write CRD YAML generated from the API models")
     p.add_argument("--out", default="crds")

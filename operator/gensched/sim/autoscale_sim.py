@@ -1,0 +1,227 @@
+"""Replay of an LLM inference trace (Azure format: TIMESTAMP, ContextTokens, GeneratedTokens)
+under three provisioning strategies, on the modelled performance of ``autoscale/perf.py``:
+
+- ``static``: whole-model replicas sized once for the 95th-percentile load of the hour;
+- ``model``: whole-model replicas, autoscaled;
+- ``operator``: each model operator its own deployment, autoscaled on its own.
+
+Fluid, one-second steps. Prompts queue FIFO and are served in chunks inside decode iterations
+(chunked prefill); each decoding sequence gets one token per iteration; the iteration time is the
+TBT of every token generated in that second. New replicas serve after a modelled start-up (fixed
+cost + weights / load speed); scale-down waits for a stable minute. What is modelled: every latency
+and power number (roofline profiles, power = idle + (TDP - idle) x (0.5 + 0.5 x busy) per GPU share).
+What is measured: the trace's arrivals and token counts, and the replay's own wall time.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from gensched.autoscale.perf import Allocation, busy_fraction, iteration_ms, max_sequences
+from gensched.autoscale.profiles import ModelProfile, ProfileError
+from gensched.autoscale.sizing import OPERATOR_SHARES, SLO, Load, choose_shares, size
+
+INTERVAL_S = 10  # autoscaler period
+WINDOW_S = 30  # load observed over this window
+STABLE_S = 60  # scale down only after this long
+FORECAST_HEADROOM = 1.2
+CLEAR_S = 1.0  # waiting prompts are served within this much time when the TBT SLO allows
+
+
+@dataclass
+class Trace:
+    arrival: np.ndarray  # seconds from the first request
+    prompt: np.ndarray
+    output: np.ndarray
+    name: str = ""
+
+
+def load_trace(path: str | Path, rate_scale: float = 1.0) -> Trace:
+    """``rate_scale`` > 1 compresses time (more requests per second, same shape)."""
+    t, p, o = [], [], []
+    with Path(path).open() as fh:
+        for row in csv.DictReader(fh):
+            t.append(datetime.fromisoformat(row["TIMESTAMP"][:26]).timestamp())
+            p.append(int(row["ContextTokens"]))
+            o.append(max(1, int(row["GeneratedTokens"])))
+    if not t:
+        raise ValueError(f"{path}: no requests")
+    ts = np.array(t)
+    order = np.argsort(ts, kind="stable")
+    return Trace((ts[order] - ts[order][0]) / rate_scale, np.array(p)[order], np.array(o)[order], Path(path).name)
+
+
+@dataclass
+class StrategyResult:
+    strategy: str
+    gpu_seconds: float = 0.0
+    energy_kwh: float = 0.0
+    ttft_p99_ms: float = 0.0
+    tbt_p99_ms: float = 0.0
+    slo_attainment: float = 0.0
+    decisions: int = 0
+    peak_gpus: float = 0.0
+    shares: list[float] = field(default_factory=list)
+    replicas_timeline: list[list[int]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def _load_between(tr: Trace, t0: float, t1: float) -> Load:
+    i0, i1 = np.searchsorted(tr.arrival, [t0, t1])
+    if i1 <= i0:
+        return Load(0.0, float(tr.prompt.mean()), float(tr.output.mean()))
+    return Load((i1 - i0) / max(t1 - t0, 1e-9), float(tr.prompt[i0:i1].mean()), float(tr.output[i0:i1].mean()))
+
+
+def replay(tr: Trace, profile: ModelProfile, slo: SLO, strategy: str,
+           baseline_shares: tuple[float, ...]) -> StrategyResult:
+    t_wall = time.perf_counter()
+    ops = profile.operators
+    gpu_gib = profile.gpu_memory_gib
+    pipelined = strategy == "operator"
+    horizon = math.ceil(tr.arrival[-1]) + 1
+    ref = _load_between(tr, 0, horizon)
+    peak_windows = [_load_between(tr, s, s + WINDOW_S) for s in range(0, horizon, INTERVAL_S)]
+    p95_rate = float(np.percentile([w.rate for w in peak_windows], 95))
+    ref95 = Load(p95_rate * FORECAST_HEADROOM, ref.prompt, ref.output)
+    shares = choose_shares(profile, ref95, slo, pipelined, OPERATOR_SHARES if pipelined else baseline_shares)
+    alloc = size(ops, shares, pipelined, ref95, slo, gpu_gib)
+    res = StrategyResult(strategy, shares=list(shares))
+    ready = [np.zeros(r) for r in alloc.replicas]  # per operator: time each replica becomes ready
+    start_cost = [profile.start_seconds(op) for op in ops] if pipelined else [profile.start_seconds(profile.whole())]
+    low_since: list[float | None] = [None] * len(shares)
+
+    n = len(tr.arrival)
+    ttft = np.full(n, np.nan)
+    prefill_left = tr.prompt.astype(float).copy()
+    tokens_left = tr.output.astype(float).copy()
+    tbt_sum = np.zeros(n)
+    tbt_tokens = np.zeros(n)
+    tbt_hist_vals: list[float] = []
+    tbt_hist_w: list[float] = []
+    queue_head = 0  # requests before this index have finished prefill
+    arrived = 0
+    decoding = np.zeros(n, dtype=bool)
+    for sec in range(horizon + 600):
+        if arrived >= n and not decoding.any() and queue_head >= n:
+            break
+        arrived = int(np.searchsorted(tr.arrival, sec + 1))
+        # Autoscaling (not for static): forecast from the last window, size, apply with start-up delay.
+        if strategy != "static" and sec % INTERVAL_S == 0 and sec > 0:
+            seen = _load_between(tr, max(0, sec - WINDOW_S), sec)
+            fc = Load(max(seen.rate, 1e-3) * FORECAST_HEADROOM, seen.prompt, seen.output)
+            try:
+                want = size(ops, shares, pipelined, fc, slo, gpu_gib).replicas
+            except ProfileError:
+                want = tuple(r + 1 for r in alloc.replicas)
+            new = list(alloc.replicas)
+            for i, (w, cur) in enumerate(zip(want, alloc.replicas, strict=True)):
+                if w > cur:
+                    new[i] = w
+                    ready[i] = np.concatenate([ready[i], np.full(w - cur, sec + start_cost[i])])
+                    low_since[i] = None
+                elif w < cur:
+                    low_since[i] = sec if low_since[i] is None else low_since[i]
+                    if sec - low_since[i] >= STABLE_S:
+                        new[i] = w
+                        ready[i] = np.sort(ready[i])[:w]
+                        low_since[i] = None
+                else:
+                    low_since[i] = None
+            if tuple(new) != alloc.replicas:
+                res.decisions += 1
+                alloc = alloc.with_replicas(tuple(new))
+        serving = alloc.with_replicas(tuple(max(1, int((rd <= sec).sum())) for rd in ready))
+        res.gpu_seconds += alloc.gpus
+        res.peak_gpus = max(res.peak_gpus, alloc.gpus)
+        if sec % INTERVAL_S == 0:
+            res.replicas_timeline.append(list(alloc.replicas))
+        # Admission: prefill only as many sequences as the KV memory holds.
+        active = np.flatnonzero(decoding)
+        ctx = float((tr.prompt[active] + (tr.output[active] - tokens_left[active])).mean()) if len(active) else \
+            float(ref.ctx)
+        cap = max_sequences(ops, serving, ctx, gpu_gib)
+        backlog = float(prefill_left[queue_head:arrived].sum()) if arrived > queue_head else 0.0
+        n_dec = len(active)
+        # Chunked prefill: enough prompt tokens per iteration to clear the waiting prompts within
+        # CLEAR_S, but never so many that an iteration exceeds 90% of the TBT SLO.
+        def tau(c: float, serving: Allocation = serving, n_dec: int = n_dec, ctx: float = ctx) -> float:
+            return iteration_ms(ops, serving, n_dec, ctx, c)
+        chunk = 0.0
+        if backlog > 0 and n_dec < cap:
+            if n_dec == 0:
+                chunk = backlog
+            else:
+                limit = 0.9 * slo.tbt_ms
+                lo, hi = 16.0, max(16.0, backlog)  # the largest chunk the TBT allows (tau grows with it)
+                if tau(hi) > limit:
+                    for _ in range(40):
+                        mid = (lo + hi) / 2
+                        lo, hi = (mid, hi) if tau(mid) <= limit else (lo, mid)
+                    c_max = lo
+                else:
+                    c_max = hi
+                need = 16.0
+                for _ in range(30):
+                    need = min(c_max, max(16.0, backlog * tau(need) / (1000 * CLEAR_S)))
+                chunk = need
+        it = tau(chunk)
+        iters = 1000.0 / it if it > 0 else 0.0
+        busy = busy_fraction(ops, serving, n_dec, ctx, chunk, it) if it > 0 else 0.0
+        watts = profile.idle_watts + (profile.gpu_watts - profile.idle_watts) * (0.5 + 0.5 * busy) if it > 0 else \
+            profile.idle_watts
+        res.energy_kwh += alloc.gpus * watts / 3.6e6
+        # Decode progress.
+        if n_dec:
+            got = np.minimum(tokens_left[active], iters)
+            tokens_left[active] -= got
+            tbt_sum[active] += got * it
+            tbt_tokens[active] += got
+            tbt_hist_vals.append(it)
+            tbt_hist_w.append(float(got.sum()))
+            decoding[active[tokens_left[active] <= 1e-9]] = False
+        # Prefill progress (FIFO), admitting while memory allows.
+        budget = chunk * iters if n_dec else (backlog if chunk else 0.0)
+        if n_dec == 0 and backlog > 0 and chunk > 0:
+            # prompts alone: as fast as the allocation runs them
+            per_tok = iteration_ms(ops, serving, 0, ctx, chunk) / chunk
+            budget = 1000.0 / per_tok
+        used = 0.0
+        while queue_head < arrived and budget - used > 1e-9 and decoding.sum() < cap:
+            j = queue_head
+            take = min(prefill_left[j], budget - used)
+            prefill_left[j] -= take
+            used += take
+            if prefill_left[j] <= 1e-9:
+                done_at = sec + used / max(budget, 1e-9)
+                ttft[j] = (max(done_at, tr.arrival[j]) - tr.arrival[j]) * 1000 + (it if it > 0 else 0.0)
+                decoding[j] = True
+                queue_head += 1
+    served = ~np.isnan(ttft)
+    mean_tbt = np.where(tbt_tokens > 0, tbt_sum / np.maximum(tbt_tokens, 1e-9), 0.0)
+    ok = served & (ttft <= slo.ttft_ms) & (mean_tbt <= slo.tbt_ms) & (tokens_left <= 1e-9)
+    res.slo_attainment = float(ok.mean())
+    res.ttft_p99_ms = float(np.percentile(ttft[served], 99)) if served.any() else float("inf")
+    if tbt_hist_vals:
+        vals, w = np.array(tbt_hist_vals), np.array(tbt_hist_w)
+        order = np.argsort(vals)
+        cum = np.cumsum(w[order]) / w.sum()
+        res.tbt_p99_ms = float(vals[order][np.searchsorted(cum, 0.99)])
+    res.wall_s = time.perf_counter() - t_wall
+    return res
+
+
+def run_all(tr: Trace, profile: ModelProfile, slo: SLO, baseline: str = "whole") -> dict[str, StrategyResult]:
+    whole = (1.0, 2.0, 4.0, 8.0)
+    base = whole if baseline == "whole" else OPERATOR_SHARES
+    return {s: replay(tr, profile, slo, s, base) for s in ("static", "model", "operator")}
+
+
+__all__ = ["Allocation", "StrategyResult", "Trace", "load_trace", "replay", "run_all"]
