@@ -50,3 +50,18 @@ def test_weights_round_trip(tmp_path: Path) -> None:
 def test_bad_groupings_are_refused(groups: list[tuple[str, int, int]], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         split(4, groups)
+
+
+def test_profiler_measures_every_operator_and_writes_a_loadable_profile(tmp_path: Path) -> None:
+    from gensched.autoscale.profiles import ModelProfile
+    from gensched_workloads.profiler import main as profile_main
+
+    out = tmp_path / "profile.json"
+    assert profile_main(["--operators", "early:0-1,late:2-3", "--out", str(out), "--batches", "1,4,16",
+                         "--contexts", "32,256", "--prompts", "16,128", "--repeats", "3"]) == 0
+    prof = ModelProfile.load(out, expect=["early", "late"])
+    assert not prof.modelled and "measured on cpu" in prof.source
+    for op in prof.operators:
+        assert op.step_base_ms > 0 and op.weights_gib > 0
+        assert op.step_ms(16, 256) > op.step_ms(1, 32)  # more work takes longer on a real CPU
+        assert op.prefill_ms(128) > op.prefill_ms(16)
