@@ -18,6 +18,12 @@ def test_simulate_runs_on_built_in_defaults() -> None:
     for row in rows:
         placed, failed = int(row[1]), int(row[2])
         assert placed + failed == 200 and placed > 0
+    carbon = [line for line in out.stdout.splitlines() if "less CO2" in line]
+    assert len(carbon) == 3 and int(carbon[0].split(": ")[-1].split("%")[0]) > 20  # deferring saves
+    serving = {line.split()[0]: line.split() for line in out.stdout.splitlines()
+               if line.strip().startswith(("static ", "model ", "operator "))}
+    assert set(serving) == {"static", "model", "operator"}
+    assert float(serving["static"][2]) >= 0.99 and int(serving["static"][3]) == 0  # static never rescales
 
 
 def test_crds_command_writes_files(tmp_path: Path) -> None:

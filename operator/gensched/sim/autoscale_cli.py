@@ -30,7 +30,7 @@ def run_autoscale(trace: Path, model: str, gpu: str, ttft_ms: float, tbt_ms: flo
         r = replay(tr, prof, slo, strategy, shares)
         say(f"  {strategy}: {r.gpu_seconds:.0f} GPU-s, SLO attainment {r.slo_attainment:.4f} ({r.wall_s:.1f} s)")
         d = asdict(r)
-        out["strategies"][strategy] = {k: d[k] for k in (*KEYS, "peak_gpus", "shares", "wall_s")}
+        out["strategies"][strategy] = {k: d[k] for k in (*KEYS, "ttft_ok", "tbt_ok", "peak_gpus", "shares", "wall_s")}
     if json_out:
         json_out.write_text(json.dumps(out, indent=2))
     return out

@@ -32,7 +32,7 @@ INTERVAL_S = 10  # autoscaler period
 WINDOW_S = 30  # load observed over this window
 STABLE_S = 60  # scale down only after this long
 FORECAST_HEADROOM = 1.2
-CLEAR_S = 1.0  # waiting prompts are served within this much time when the TBT SLO allows
+CLEAR_S = 0.5  # waiting prompts are served within this much time when the TBT SLO allows
 
 
 @dataclass
@@ -68,6 +68,8 @@ class StrategyResult:
     slo_attainment: float = 0.0
     decisions: int = 0
     peak_gpus: float = 0.0
+    ttft_ok: float = 0.0  # share of requests within the TTFT SLO
+    tbt_ok: float = 0.0  # share of requests whose mean TBT is within the SLO
     shares: list[float] = field(default_factory=list)
     replicas_timeline: list[list[int]] = field(default_factory=list)
     wall_s: float = 0.0
@@ -208,6 +210,8 @@ def replay(tr: Trace, profile: ModelProfile, slo: SLO, strategy: str,
     mean_tbt = np.where(tbt_tokens > 0, tbt_sum / np.maximum(tbt_tokens, 1e-9), 0.0)
     ok = served & (ttft <= slo.ttft_ms) & (mean_tbt <= slo.tbt_ms) & (tokens_left <= 1e-9)
     res.slo_attainment = float(ok.mean())
+    res.ttft_ok = float((served & (ttft <= slo.ttft_ms)).mean())
+    res.tbt_ok = float((mean_tbt <= slo.tbt_ms).mean())
     res.ttft_p99_ms = float(np.percentile(ttft[served], 99)) if served.any() else float("inf")
     if tbt_hist_vals:
         vals, w = np.array(tbt_hist_vals), np.array(tbt_hist_w)
