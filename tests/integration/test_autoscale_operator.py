@@ -98,3 +98,26 @@ def test_operators_scale_on_their_own_metrics_and_hold_without_them(
     assert replicas(cluster) == {"embed-early": 1, "middle": 1, "late-head": 1}
     wait_for(lambda: "MetricsUnavailable" in [e["reason"] for e in cluster.events_for("chat-llama")],
              what="MetricsUnavailable warning")
+
+
+def test_unservable_model_gets_a_condition_and_no_rayservice(cluster: Cluster, operator: OperatorProcess,
+                                                             crds: Kubectl) -> None:
+    cluster.add_node("gpu-a", gpus=8)  # A100 80 GB nodes
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["spec"]["model"]["parametersBillions"] = 1000
+    doc["spec"]["serve"]["slo"] = {"ttftMs": 5000, "tbtMs": 2000}
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    gj = wait_for(lambda: next((g for g in [cluster.gj("chat-llama")] if g and any(
+        c["type"] == "Feasible" and c["status"] == "False" for c in g.get("status", {}).get("conditions", []))), None),
+        what="Feasible=False")
+    cond = next(c for c in gj["status"]["conditions"] if c["type"] == "Feasible")
+    assert cond["reason"] == "ModelTooLarge" and "split it into at least" in cond["message"]
+    assert gj["status"]["phase"] == "Pending"
+    assert cluster.get("ray.io", "rayservices", "default", "chat-llama") is None  # nothing half-deployed
+    wait_for(lambda: "ModelTooLarge" in [e["reason"] for e in cluster.events_for("chat-llama")],
+             what="ModelTooLarge warning event")
+    doc["spec"]["model"]["precision"] = "int4"  # the suggested fix: the job is admitted
+    doc["spec"]["model"]["parametersBillions"] = 70
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    wait_for(lambda: cluster.get("ray.io", "rayservices", "default", "chat-llama") is not None,
+             what="RayService after the fix")

@@ -98,3 +98,24 @@ def test_cli_writes_every_requested_key(tmp_path: Path) -> None:
         assert set(got["strategies"][strategy]) >= {"gpu_seconds", "energy_kwh", "ttft_p99_ms", "tbt_p99_ms",
                                                     "slo_attainment", "decisions"}
     assert "roofline" in got["modelled"] and "SLO att." in proc.stdout
+
+
+def test_serve_feasibility_names_the_problem_and_the_closest_setting() -> None:
+    import yaml
+
+    from gensched.api import GenerativeJobSpec
+    from gensched.autoscale.feasibility import GpuType, check_serve
+    from tests.harness.tools import ROOT
+
+    doc = yaml.safe_load((ROOT / "workloads/examples/serve-llama-operators.yaml").read_text())["spec"]
+    h100 = [GpuType("NVIDIA-H100-80GB-HBM3", 80.0)]
+    assert check_serve(GenerativeJobSpec.model_validate(doc), h100) == []
+    huge = {**doc, "model": {**doc["model"], "parametersBillions": 1000},
+            "serve": {**doc["serve"], "slo": {"ttftMs": 5000, "tbtMs": 1000}}}
+    problems = check_serve(GenerativeJobSpec.model_validate(huge), h100)
+    assert [p.reason for p in problems] == ["ModelTooLarge"]
+    assert "operator middle needs" in problems[0].message and "split it into at least 2 operators" in problems[0].message
+    strict = {**doc, "serve": {**doc["serve"], "slo": {"ttftMs": 500, "tbtMs": 0.5}}}
+    problems = check_serve(GenerativeJobSpec.model_validate(strict), h100)
+    assert [p.reason for p in problems] == ["SLOUnreachable"] and "set tbtMs >=" in problems[0].message
+    assert check_serve(GenerativeJobSpec.model_validate(huge), []) == []  # no GPUs known yet: no verdict

@@ -19,6 +19,7 @@ from gensched.api import GenerativeJobSpec, Phase, SchedulingPolicySpec, format_
 from gensched.api.durations import rfc3339
 from gensched.api.generativejob import TERMINAL_PHASES, JobMode
 from gensched.autoscale import render_rayservice
+from gensched.autoscale.feasibility import GpuType, check_serve
 from gensched.controller.kube import ApiException, kube
 from gensched.controller.objects import (
     ANN_PLACEMENT,
@@ -201,6 +202,15 @@ def _serve(body: dict, spec: GenerativeJobSpec, step: Step, spec_changed: bool =
     ns, name = meta["namespace"], meta["name"]
     step.status["rayServiceName"] = name
     svc = kube().get_rayservice(ns, name)
+    problems = check_serve(spec, [GpuType(m, g) for m, g in RESERVATIONS.gpu_types()])
+    if problems:
+        msg = "; ".join(p.message for p in problems)
+        step.condition("Feasible", False, problems[0].reason, msg)
+        if svc is None:  # nothing half-deployed: wait (bigger GPUs may join) with the reason in status
+            step.phase(Phase.PENDING, msg, (problems[0].reason, msg), warn=True)
+            return
+    else:
+        step.condition("Feasible", True, "Servable", "the model and SLOs fit the cluster's GPUs")
     manifest = render_rayservice(name, ns, spec, {**MANAGED_BY, "gensched.io/job": name})
     if svc is not None and spec_changed and svc.get("spec") != manifest["spec"]:
         kube().patch_rayservice(ns, name, {"spec": manifest["spec"]})

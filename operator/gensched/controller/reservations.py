@@ -118,6 +118,11 @@ class Reservations:
             known = self._nodes.get(node)
             return known.gpu_model if known else None
 
+    def gpu_types(self) -> list[tuple[str, float]]:
+        """Distinct (GPU model, memory GiB) of the known GPU nodes."""
+        with self._lock:
+            return sorted({(n.gpu_model, n.gpu_memory_gib) for n in self._nodes.values()})
+
     def common_gpu_model(self) -> str | None:
         """The GPU model most GPUs in the cluster have (for energy estimates before placement)."""
         with self._lock:
