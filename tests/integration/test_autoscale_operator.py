@@ -4,6 +4,7 @@ RayService replicas per model operator; with Prometheus gone it keeps the replic
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -71,11 +72,21 @@ def test_operators_scale_on_their_own_metrics_and_hold_without_them(
                   "prometheusUrl": prom.url, "intervalSeconds": 5, "cooldownSeconds": 0,
                   "scaleDownStabilizationSeconds": 0, "targetOngoingRequests": 2}}}
     crds("apply", "-f", "-", stdin=yaml.safe_dump(policy))
+    cluster.add_node("gpu-a", gpus=2)
     crds("apply", "-f", str(EXAMPLE))
     cluster.wait_phase("chat-llama", "Running", timeout=30)
     assert replicas(cluster) == {"embed-early": 1, "middle": 1, "late-head": 1}
+    blocked = wait_for(lambda: [e["message"] for e in cluster.events_for("chat-llama")
+                                if e["reason"] == "ScaleUpBlocked"], timeout=60,
+                       what="scale-up blocked: 3 worker GPUs needed, 2 exist")
+    assert "blocked" in blocked[0] and replicas(cluster)["middle"] == 1
+    cluster.add_node("gpu-b", gpus=2)  # room arrives: the same decision now goes through
     wait_for(lambda: replicas(cluster)["middle"] == 4, timeout=60, what="middle scaled to ceil(7 / 2)")
     assert replicas(cluster) == {"embed-early": 1, "middle": 4, "late-head": 1}
+    svc = cluster.get("ray.io", "rayservices", "default", "chat-llama")
+    workers = json.loads(svc["metadata"]["annotations"]["gensched.io/worker-placements"])
+    assert len(workers) == 3  # 0.25 + 4 x 0.5 + 0.25 = 2.5 GPUs -> 3 worker GPUs, more than gpu-a's 2
+    assert {w["node"] for w in workers} == {"gpu-a", "gpu-b"}
     st = wait_for(lambda: (cluster.gj("chat-llama") or {}).get("status", {}).get("operatorReplicas", {}).get("middle")
                   == 4 and cluster.gj("chat-llama")["status"], what="status.operatorReplicas")
     assert "middle 1 -> 4" in st["autoscaling"]["lastDecision"]

@@ -140,6 +140,10 @@ def test_delete_frees_gpus_and_children(cluster: Cluster, operator: OperatorProc
 def test_serve_job_gets_a_rayservice_with_one_deployment_per_operator(
         cluster: Cluster, operator: OperatorProcess, crds: Kubectl) -> None:
     crds("apply", "-f", str(EXAMPLES / "serve-llama-operators.yaml"))
+    waiting = cluster.wait_phase("chat-llama", "Pending")  # no GPU node yet: nothing deployed
+    assert "waiting for GPUs" in waiting["status"]["message"]
+    assert cluster.get("ray.io", "rayservices", "default", "chat-llama") is None
+    cluster.add_node("gpu-a", gpus=2)
     gj = cluster.wait_phase("chat-llama", "Running")
     svc = cluster.get("ray.io", "rayservices", "default", "chat-llama")
     assert svc is not None
@@ -148,6 +152,19 @@ def test_serve_job_gets_a_rayservice_with_one_deployment_per_operator(
     names = [d["name"] for d in config["applications"][0]["deployments"]]
     assert names == ["embed-early", "middle", "late-head", "Ingress"]
     assert gj["status"]["rayServiceName"] == "chat-llama"
+    # The operators' GPU shares (0.25 + 0.5 + 0.25) need one worker GPU, placed by the packing engine.
+    workers = json.loads(svc["metadata"]["annotations"]["gensched.io/worker-placements"])
+    assert [(w["node"], w["key"]) for w in workers] == [("gpu-a", "default/chat-llama#worker-0")]
+    group = svc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert group["replicas"] == 1
+    terms = group["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["gpu-a"]
+    # That GPU is not handed out again, also after an operator restart.
+    operator.stop()
+    operator.start()
+    crds("apply", "-f", str(EXAMPLES / "batch-70b-fp16.yaml"))  # needs 2 whole GPUs
+    blocked = cluster.wait_phase("render-70b", "Pending")
+    assert "waiting for GPUs" in blocked["status"]["message"]
     # Regrouping the layers rolls the RayService forward.
     doc = yaml.safe_load((EXAMPLES / "serve-llama-operators.yaml").read_text())
     doc["spec"]["serve"]["operators"] = [{"name": "front", "layers": "0-15"}, {"name": "back", "layers": "16-31"}]

@@ -9,6 +9,7 @@ and back off (interval x 2^failures, at most 10 minutes).
 
 from __future__ import annotations
 
+import copy
 import math
 from datetime import datetime, timedelta
 
@@ -18,7 +19,7 @@ from gensched.api import GenerativeJobSpec, SchedulingPolicySpec
 from gensched.api.durations import rfc3339
 from gensched.api.policy import Granularity
 from gensched.autoscale.policy import Limits, OperatorState, Settings, decide
-from gensched.controller import clock
+from gensched.controller import clock, serving_gpus
 from gensched.controller.kube import kube
 from gensched.controller.step import Step
 from gensched.observe import metrics
@@ -92,23 +93,28 @@ def autoscale(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec,
     new = dict(current)
     for c in changes:
         new[c.name] = c.new
+    if changes:
+        for d in deployments:
+            d["num_replicas"] = new[d["name"]]
+        allocs, why = serving_gpus.place(ns, name, serving_gpus.worker_gpus(deployments), policy.packing.strategy,
+                                         serving_gpus.held(svc), spec)
+        if why:  # the packing engine has no room: keep the replicas, say why
+            msg = f"scaling {', '.join(f'{c.name} {c.old} -> {c.new}' for c in changes)} blocked: {why}"
+            step.events.append(("Warning", "ScaleUpBlocked", msg))
+            auto["lastDecision"] = f"{rfc3339(now)} {msg}"
+            step.status["operatorReplicas"] = current
+            step.status["autoscaling"] = auto
+            return
+        cluster = copy.deepcopy(svc["spec"].get("rayClusterConfig") or {})
+        patch: dict = {"metadata": {}, "spec": {"serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False),
+                                                "rayClusterConfig": cluster}}
+        serving_gpus.pin(patch["spec"], patch["metadata"], allocs)
+        kube().patch_rayservice(ns, name, patch)
+    for c in changes:
         msg = f"scaled model operator {c.name} {c.old} -> {c.new}: {c.reason}"
         step.events.append(("Normal", "ScaledOperator", msg))
         auto["lastDecision"] = f"{rfc3339(now)} {msg}"
         metrics.DECISIONS.labels(decision="ScaledOperator").inc()
-    if changes:
-        for d in deployments:
-            d["num_replicas"] = new[d["name"]]
-        gpus = sum(new[d["name"]] * float((d.get("ray_actor_options") or {}).get("num_gpus", 0)) for d in deployments)
-        groups = svc["spec"].get("rayClusterConfig", {}).get("workerGroupSpecs") or []
-        patch: dict = {"spec": {"serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False)}}
-        if groups:
-            group = dict(groups[0])
-            need = max(1, math.ceil(gpus - 1e-9))
-            group["replicas"] = max(int(group.get("minReplicas", 1)), min(need, int(group.get("maxReplicas", need))))
-            patch["spec"]["rayClusterConfig"] = dict(svc["spec"]["rayClusterConfig"],
-                                                     workerGroupSpecs=[group, *groups[1:]])
-        kube().patch_rayservice(ns, name, patch)
     for op, n in new.items():
         metrics.MODEL_OPERATOR_REPLICAS.labels(job=f"{ns}/{name}", operator=op).set(n)
     step.status["operatorReplicas"] = new

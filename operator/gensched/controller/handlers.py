@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from gensched import GROUP, VERSION
 from gensched.api import GenerativeJobSpec, SchedulingPolicySpec, format_validation_error
-from gensched.controller import lifecycle
+from gensched.controller import lifecycle, serving_gpus
 from gensched.controller.kube import kube
 from gensched.controller.reservations import RESERVATIONS
 from gensched.observe import metrics
@@ -42,7 +42,8 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
             pkeyfile=os.environ.get("GENSCHED_WEBHOOK_PKEYFILE") or None,
             cafile=os.environ.get("GENSCHED_WEBHOOK_CAFILE") or None)
         settings.admission.managed = "gensched.io"
-    conflicts = RESERVATIONS.rebuild(kube().list_nodes(), kube().list_owned_jobs())
+    workers = [a for svc in kube().list_owned_rayservices() for a in serving_gpus.held(svc)]
+    conflicts = RESERVATIONS.rebuild(kube().list_nodes(), kube().list_owned_jobs(), workers)
     allocated, total, frag, nodes = RESERVATIONS.snapshot()
     metrics.update_cluster(allocated, total, frag, nodes)
     logger.info("cluster picture rebuilt: %d GPU nodes, %d/%d milli-GPU reserved, %d conflicts",
@@ -121,6 +122,10 @@ def scale_operators(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 @kopf.on.delete(*GJ)
 def free(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+    meta = body["metadata"]
+    if (body.get("spec") or {}).get("mode") == "Serve":
+        serving_gpus.release_all(meta["namespace"], meta["name"],
+                                 kube().get_rayservice(meta["namespace"], meta["name"]))
     released = RESERVATIONS.release(lifecycle.key_of(dict(body)))
     if released is not None:
         logger.info("released GPUs %s on %s", released.gpu_indices, released.node)

@@ -31,6 +31,15 @@ class Kube:
         jobs = self.batch.list_job_for_all_namespaces(label_selector="app.kubernetes.io/managed-by=gensched")
         return [self.batch.api_client.sanitize_for_serialization(j) for j in jobs.items]
 
+    def list_owned_rayservices(self) -> list[dict]:
+        try:
+            return self.custom.list_cluster_custom_object(
+                "ray.io", "v1", "rayservices", label_selector="app.kubernetes.io/managed-by=gensched").get("items", [])
+        except ApiException as exc:
+            if exc.status == 404:  # KubeRay not installed
+                return []
+            raise
+
     def get_job(self, namespace: str, name: str) -> dict | None:
         try:
             job = self.batch.read_namespaced_job(name, namespace)

@@ -13,6 +13,7 @@ import logging
 from datetime import datetime
 
 import kopf
+import yaml
 from pydantic import ValidationError
 
 from gensched.api import GenerativeJobSpec, Phase, SchedulingPolicySpec, format_validation_error
@@ -20,6 +21,7 @@ from gensched.api.durations import rfc3339
 from gensched.api.generativejob import TERMINAL_PHASES, JobMode
 from gensched.autoscale import render_rayservice
 from gensched.autoscale.feasibility import GpuType, check_serve
+from gensched.controller import serving_gpus
 from gensched.controller.kube import ApiException, kube
 from gensched.controller.objects import (
     ANN_PLACEMENT,
@@ -95,7 +97,7 @@ def reconcile(body: dict, patch: kopf.Patch | None = None, spec_changed: bool = 
     step.status["policy"] = policy_name
     step.condition("PolicyResolved", True, "PolicyFound", f"using SchedulingPolicy {policy_name}")
     if spec.mode == JobMode.SERVE:
-        _serve(body, spec, step, spec_changed)
+        _serve(body, spec, policy, step, spec_changed)
     else:
         _batch(body, spec, policy_name, policy, step, spec_changed)
     step.flush(patch)
@@ -197,7 +199,8 @@ def mirror_job(body: dict, job: dict, step: Step, alloc: Allocation) -> None:
         step.phase(Phase.PLACED, f"placed {_describe(alloc)}")
 
 
-def _serve(body: dict, spec: GenerativeJobSpec, step: Step, spec_changed: bool = False) -> None:
+def _serve(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, step: Step,
+           spec_changed: bool = False) -> None:
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
     step.status["rayServiceName"] = name
@@ -212,15 +215,34 @@ def _serve(body: dict, spec: GenerativeJobSpec, step: Step, spec_changed: bool =
     else:
         step.condition("Feasible", True, "Servable", "the model and SLOs fit the cluster's GPUs")
     manifest = render_rayservice(name, ns, spec, {**MANAGED_BY, "gensched.io/job": name})
-    if svc is not None and spec_changed and svc.get("spec") != manifest["spec"]:
-        kube().patch_rayservice(ns, name, {"spec": manifest["spec"]})
-        step.events.append(("Normal", "RayServiceUpdated",
-                            f"updated RayService {name}: KubeRay rolls the Serve application to the new spec"))
+    if svc is not None and spec_changed:
+        app = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"][0]
+        allocs, why = serving_gpus.place(ns, name, serving_gpus.worker_gpus(app["deployments"]),
+                                         policy.packing.strategy, serving_gpus.held(svc), spec)
+        if why:
+            step.events.append(("Warning", "SpecChangeBlocked", f"not applied: {why}"))
+        else:
+            meta_patch: dict = {}
+            serving_gpus.pin(manifest["spec"], meta_patch, allocs)
+            if svc.get("spec") != manifest["spec"]:
+                kube().patch_rayservice(ns, name, {"metadata": meta_patch, "spec": manifest["spec"]})
+                step.events.append(("Normal", "RayServiceUpdated",
+                                    f"updated RayService {name}: KubeRay rolls the Serve application to the new spec"))
     if svc is None:
         manifest["metadata"]["ownerReferences"] = [owner_reference(body)]
+        app = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"][0]
+        need = serving_gpus.worker_gpus(app["deployments"])
+        allocs, why = serving_gpus.place(ns, name, need, policy.packing.strategy, [], spec)
+        if why:
+            step.condition("Placed", False, "Unschedulable", why)
+            step.phase(Phase.PENDING, f"waiting for GPUs: {why}", ("Unschedulable", why), warn=True)
+            return
+        serving_gpus.pin(manifest["spec"], manifest["metadata"], allocs)
         try:
             kube().create_rayservice(ns, manifest)
         except ApiException as exc:
+            for a in allocs:  # nothing durable was written: give the GPUs back
+                RESERVATIONS.release(a.key)
             if exc.status == 404:
                 msg = "the RayService API (ray.io/v1) is not installed: install the KubeRay operator"
                 step.condition("Ready", False, "KubeRayMissing", msg)
@@ -228,6 +250,11 @@ def _serve(body: dict, spec: GenerativeJobSpec, step: Step, spec_changed: bool =
                 return
             if exc.status != 409:
                 raise
+        if allocs:
+            where = ", ".join(f"{a.node}/GPU {a.gpu_indices[0]}" for a in allocs)
+            step.condition("Placed", True, "GPUsReserved", f"Ray workers on {where}")
+            step.events.append(("Normal", "Placed", f"{len(allocs)} GPU(s) for Ray workers on {where} by "
+                                                    f"{policy.packing.strategy}"))
         msg = "RayService created; waiting for KubeRay to bring the Serve application up"
         step.condition("Ready", False, "Deploying", msg)
         step.phase(Phase.PENDING, msg, ("RayServiceCreated", f"created RayService {name}"))

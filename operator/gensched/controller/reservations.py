@@ -32,9 +32,10 @@ class Reservations:
         self._mix: TaskMix | None = None
         self._placers: dict[str, Placer] = {}
 
-    def rebuild(self, nodes: list[dict], jobs: list[dict]) -> list[str]:
-        """Reset from API objects; returns conflicts (two Jobs claiming one GPU share)."""
-        allocs = []
+    def rebuild(self, nodes: list[dict], jobs: list[dict], extra: list[Allocation] | None = None) -> list[str]:
+        """Reset from API objects (and ``extra`` reservations, e.g. serving workers'); returns conflicts
+        (two owners claiming one GPU share)."""
+        allocs = list(extra or [])
         for job in jobs:
             ann = (job.get("metadata", {}).get("annotations") or {}).get(ANN_PLACEMENT)
             if ann and not job_finished(job):
