@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.cluster import ClusterStandIn, gpu_node
+from tests.harness.ports import free_port
 from tests.harness.prometheus import PrometheusServer
 from tests.harness.server import EmulatorServer
 from tests.harness.tools import ROOT, Kubectl, tool
@@ -21,10 +21,6 @@ from tests.harness.tools import ROOT, Kubectl, tool
 SHARED_DATA = Path(os.environ.get("GENSCHED_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30, every: float = 0.2, what: str = "condition"):

@@ -7,18 +7,13 @@ create-blocks-from openmetrics`` before start, so history exists at once.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import requests
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.harness.ports import free_port
 
 
 class PrometheusServer:

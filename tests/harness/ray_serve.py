@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.harness.ports import free_port
 
 
 class LocalServe:

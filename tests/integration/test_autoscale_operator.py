@@ -12,7 +12,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from tests.conftest import Cluster, OperatorProcess, free_port, wait_for
+from tests.conftest import Cluster, OperatorProcess, wait_for
+from tests.harness.ports import free_port
 from tests.harness.prometheus import PrometheusServer
 from tests.harness.tools import ROOT, Kubectl
 

@@ -175,6 +175,10 @@ def test_serve_job_gets_a_rayservice_with_one_deployment_per_operator(
         apps = (yaml.safe_load(svc["spec"]["serveConfigV2"]) or {}).get("applications") or [{}]
         return [d["name"] for d in apps[0].get("deployments", [])]
     wait_for(lambda: deployments() == ["front", "back", "Ingress"], what="RayService regrouped")
+    # Deleting the Serve job frees its worker GPU: the waiting batch job gets both GPUs.
+    crds("delete", "gj", "chat-llama", "--wait=false")
+    placed = cluster.wait_phase("render-70b", "Running", timeout=30)
+    assert placed["status"]["placement"]["gpuIndices"] == [0, 1]
 
 
 def test_spec_change_after_placement_is_reported(cluster: Cluster, operator: OperatorProcess,
