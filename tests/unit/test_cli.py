@@ -30,3 +30,19 @@ def test_crds_command_writes_files(tmp_path: Path) -> None:
     assert main(["crds", "--out", str(tmp_path / "a"), "--chart", ""]) == 0
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
         "gensched.io_generativejobs.yaml", "gensched.io_schedulingpolicies.yaml"]
+
+
+def test_explain_says_whether_a_serve_job_fits_and_how_it_splits(tmp_path: Path) -> None:
+    import yaml
+
+    from gensched.sim.explain import explain_documents
+    from tests.harness.tools import ROOT
+
+    doc = yaml.safe_load((ROOT / "workloads/examples/serve-llama-operators.yaml").read_text())
+    lines, invalid = explain_documents([doc])
+    text = "\n".join(lines)
+    assert invalid == 0 and "on NVIDIA-H100-80GB-HBM3 nodes: servable" in text
+    assert "middle (layers 8-23, 0.5 GPU/replica, 1-8 replicas)" in text
+    doc["spec"]["serve"]["slo"]["tbtMs"] = 0.1
+    text = "\n".join(explain_documents([doc])[0])
+    assert "SLOUnreachable: serve.slo.tbtMs 0.1 ms" in text

@@ -14,6 +14,8 @@ from pydantic import ValidationError
 
 from gensched.api import GenerativeJobSpec, SchedulingPolicySpec, format_validation_error
 from gensched.api.durations import parse_duration, resolve_deadline
+from gensched.autoscale import operator_plan
+from gensched.autoscale.feasibility import GpuType, check_serve
 from gensched.packing.requests import request_for
 from gensched.timing import decide_start
 
@@ -63,6 +65,15 @@ def _job_lines(name: str, spec: GenerativeJobSpec, policy: SchedulingPolicySpec,
     out = [f"  {spec.mode}: {spec.model.name} {spec.model.parameters_billions:g}B {spec.model.precision} "
            f"needs {spec.gpu_memory_gib():.1f} GiB per GPU on {share}"
            + (f", models {list(req.gpu_models)}" if req.gpu_models else "")]
+    if spec.serve is not None:
+        for gpu in (GpuType("NVIDIA-A100-SXM4-80GB", 80.0), GpuType("NVIDIA-H100-80GB-HBM3", 80.0)):
+            problems = check_serve(spec, [gpu])
+            verdict = "servable" if not problems else "; ".join(f"{p.reason}: {p.message}" for p in problems)
+            out.append(f"  on {gpu.model} nodes: {verdict}")
+        plans = operator_plan(spec)
+        out.append("  model operators: " + ", ".join(
+            f"{p.name} (layers {p.first_layer}-{p.last_layer}, {p.gpus:g} GPU/replica, {p.min_replicas}-"
+            f"{p.max_replicas} replicas)" for p in plans))
     if spec.batch is not None:
         deadline = resolve_deadline(spec.batch.deadline, now) if spec.batch.deadline else None
         est = parse_duration(spec.batch.estimated_duration) if spec.batch.estimated_duration else None
