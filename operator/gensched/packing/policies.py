@@ -185,20 +185,40 @@ class GpuPacking(_Base):
 
 
 class GpuClustering(_Base):
-    """Tasks of the same GPU shape are kept together on the same nodes."""
+    """Keep tasks of the same GPU type together, as the FGD paper's baseline does.
+
+    A task's type is ``share`` (a fraction of one GPU) or ``N-gpu``. Nodes score in four tiers: hosting
+    only this type, hosting it among others, empty, hosting only other types; within a tier, a node
+    with less GPU left scores higher (integer 0-25 on 8 GPUs' worth of milli-GPU). CPU-only tasks score
+    the same everywhere.
+    """
 
     name = "GpuClustering"
+    MAX_SPEC = 8 * MILLI
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__(seed)
-        self.hosted: dict[int, set[int]] = defaultdict(set)
+        self.hosted: dict[int, dict[str, int]] = defaultdict(dict)
+
+    @staticmethod
+    def kind(req: GpuRequest) -> str | None:
+        if req.cpu_only:
+            return None
+        return "share" if req.shared else f"{req.gpu_count}-gpu"
 
     def choose(self, state: ClusterState, req: GpuRequest, rows: np.ndarray) -> tuple[int, list[int]]:
-        shape = req.per_gpu_milli * 10 + req.gpu_count if not req.cpu_only else 0
-        same = np.array([shape in self.hosted[int(r)] for r in rows], dtype=float)
-        empty = np.array([not self.hosted[int(r)] for r in rows], dtype=float)
-        row = self._pick_max(rows, 2 * same + empty)
-        self.hosted[row].add(shape)
+        tag = self.kind(req)
+        if tag is None:
+            row = self._pick_max(rows, np.zeros(len(rows)))
+            return row, _tightest_gpu(state, row, req)
+        left = state.gpu_free[rows].sum(axis=1)
+        within = (25 * (self.MAX_SPEC - left)) // self.MAX_SPEC
+        tiers = np.array([(3 if len(h) == 1 else 2) if h.get(tag) else (1 if not h else 0)
+                          for h in (self.hosted[int(r)] for r in rows)])
+        score = 25 * tiers + within
+        row = int(rows[int(np.argmax(score))])  # ties: first node in order, like the FGD reference
+        counts = self.hosted[row]
+        counts[tag] = counts.get(tag, 0) + 1
         return row, _tightest_gpu(state, row, req)
 
 
