@@ -46,7 +46,7 @@ def api(tmp_path: Path) -> Iterator[EmulatorServer]:
 def kubectl(api: EmulatorServer, tmp_path: Path) -> Kubectl:
     binary = tool("kubectl")
     if binary is None:
-        pytest.skip("kubectl not installed: run scripts/install-tools.sh")
+        pytest.fail("kubectl not installed: run `make tools` (scripts/install-tools.sh)")
     return Kubectl(binary, tmp_path / "kubeconfig", tmp_path / "kubectl-cache")
 
 

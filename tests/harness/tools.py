@@ -1,4 +1,4 @@
-"""Locate the binaries scripts/install-tools.sh puts in .tools/bin (skip cleanly if absent)."""
+"""Locate the binaries scripts/install-tools.sh puts in .tools/bin (tests fail with the fix if absent)."""
 
 from __future__ import annotations
 

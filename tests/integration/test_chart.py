@@ -19,7 +19,7 @@ CHART = ROOT / "charts" / "gensched"
 def helm() -> str:
     binary = tool("helm")
     if binary is None:
-        pytest.skip("helm not installed: run scripts/install-tools.sh")
+        pytest.fail("helm not installed: run `make tools` (scripts/install-tools.sh)")
     return binary
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import copy
 import math
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import yaml
 
 from gensched.api import GenerativeJobSpec, SchedulingPolicySpec
-from gensched.api.durations import rfc3339
+from gensched.api.durations import parse_instant, rfc3339
 from gensched.api.policy import Granularity
 from gensched.autoscale.policy import Limits, OperatorState, Settings, decide
 from gensched.controller import clock, serving_gpus
@@ -28,9 +28,6 @@ from gensched.observe.serve_metrics import MetricsUnavailable, observe
 INGRESS = "Ingress"
 MAX_BACKOFF_S = 600
 
-
-def _t(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def autoscale(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, step: Step) -> None:
@@ -48,7 +45,7 @@ def autoscale(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec,
     due = auto.get("nextAttempt") or auto.get("lastEvaluated")
     if due:
         wait = timedelta(seconds=cfg.interval_seconds) if not auto.get("nextAttempt") else timedelta(0)
-        if now < _t(due) + wait:
+        if now < parse_instant(due) + wait:
             return
     svc = kube().get_rayservice(ns, name)
     if svc is None:

@@ -8,10 +8,12 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 
+from gensched.api.durations import parse_instant
+
 _START = os.environ.get("GENSCHED_CLOCK_START")
 _RATE = float(os.environ.get("GENSCHED_CLOCK_RATE", "1"))
 _ORIGIN = time.monotonic()
-_BASE = datetime.fromisoformat(_START.replace("Z", "+00:00")) if _START else None
+_BASE = parse_instant(_START) if _START else None
 
 
 def now() -> datetime:

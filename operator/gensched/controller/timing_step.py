@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from gensched.api import GenerativeJobSpec, SchedulingPolicySpec
-from gensched.api.durations import parse_duration, resolve_deadline, rfc3339
+from gensched.api.durations import parse_duration, parse_instant, resolve_deadline, rfc3339
 from gensched.api.policy import TimingMode
 from gensched.controller import clock
 from gensched.controller.kube import kube
@@ -30,16 +30,17 @@ log = logging.getLogger(__name__)
 ANN_RUN_NOW = "gensched.io/run-now"
 
 
-def _t(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
 
 def _gpus(spec: GenerativeJobSpec) -> float:
     return float(spec.resources.gpus)
 
 
+def planned_slots(status: dict) -> list[tuple[datetime, datetime]]:
+    return [(parse_instant(x["start"]), parse_instant(x["end"])) for x in status.get("plannedSlots") or []]
+
+
 def job_window(body: dict, spec: GenerativeJobSpec) -> tuple[datetime | None, timedelta | None]:
-    created = _t(body["metadata"]["creationTimestamp"])
+    created = parse_instant(body["metadata"]["creationTimestamp"])
     b = spec.batch
     deadline = resolve_deadline(b.deadline, created) if b and b.deadline else None
     estimated = parse_duration(b.estimated_duration) if b and b.estimated_duration else None
@@ -53,7 +54,7 @@ def decide_when(body: dict, spec: GenerativeJobSpec, policy_name: str, policy: S
     status = body.get("status") or {}
     annotations = body["metadata"].get("annotations") or {}
     old_text = status.get("plannedStart")
-    old = _t(old_text) if old_text else None
+    old = parse_instant(old_text) if old_text else None
     if annotations.get(ANN_RUN_NOW) == "true":
         if old is None or old > t:
             step.events.append(("Normal", "RunNow", f"{ANN_RUN_NOW} is set: starting now"))
@@ -193,11 +194,11 @@ def _busy(st: dict, spec: GenerativeJobSpec) -> list[tuple[datetime, datetime]]:
     run = parse_duration(spec.batch.estimated_duration) if spec.batch and spec.batch.estimated_duration \
         else DEFAULT_RUN
     if phase == "Deferred" and st.get("plannedSlots"):
-        return [(_t(x["start"]), _t(x["end"])) for x in st["plannedSlots"]]
+        return planned_slots(st)
     if phase == "Deferred" and st.get("plannedStart"):
-        return [(_t(st["plannedStart"]), _t(st["plannedStart"]) + run)]
+        return [(parse_instant(st["plannedStart"]), parse_instant(st["plannedStart"]) + run)]
     if phase in ("Placed", "Running") and st.get("releasedAt"):
-        return [(_t(st["releasedAt"]), _t(st["releasedAt"]) + run)]
+        return [(parse_instant(st["releasedAt"]), parse_instant(st["releasedAt"]) + run)]
     return []
 
 
@@ -205,7 +206,7 @@ def follow_slots(body: dict, job: dict, step: Step) -> None:
     """Interruptible plans: suspend the Job between planned slots and resume it inside one
     (the reservation stays, so a resume always finds its GPUs)."""
     status = body.get("status") or {}
-    slots = [(_t(x["start"]), _t(x["end"])) for x in status.get("plannedSlots") or []]
+    slots = planned_slots(status)
     if len(slots) < 2:
         return
     t = clock.now()
@@ -241,14 +242,14 @@ def account_energy(body: dict, spec: GenerativeJobSpec, step: Step) -> None:
         if policy.timing.carbon is None:
             return
         source = feed_for(policy_name, policy.timing.carbon).source
-        start, end = _t(status["releasedAt"]), clock.now()
-        slots = [(_t(x["start"]), _t(x["end"])) for x in status.get("plannedSlots") or []] or [(start, end)]
+        start, end = parse_instant(status["releasedAt"]), clock.now()
+        slots = planned_slots(status) or [(start, end)]
         spans = [(max(a, start), min(b, end)) for a, b in slots if min(b, end) > max(a, start)] or [(start, end)]
         active = sum((b - a for a, b in spans), timedelta())
-        series = source.fetch(min(start, _t(status["decidedAt"])) - timedelta(hours=1), end + timedelta(hours=1))
+        decided = parse_instant(status["decidedAt"])
+        series = source.fetch(min(start, decided) - timedelta(hours=1), end + timedelta(hours=1))
         actual = _mean(series, spans)
-        d0 = _t(status["decidedAt"])
-        baseline = _mean(series, [(d0, d0 + active)])
+        baseline = _mean(series, [(decided, decided + active)])
     except (SignalError, LookupError) as exc:
         log.warning("energy accounting skipped for %s: %s", meta_key(body), exc)
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from gensched.api.durations import parse_instant
 from gensched.timing.series import Series, series_from_points
 from gensched.timing.sources.base import SignalError
 from gensched.timing.sources.http import get_json
@@ -40,7 +41,7 @@ class ElectricityMapsSource:
 
     def _points(self, body: Any, kind: str) -> list[tuple[datetime, float]]:
         try:
-            return [(datetime.fromisoformat(r["datetime"].replace("Z", "+00:00")), float(r["carbonIntensity"]))
+            return [(parse_instant(r["datetime"]), float(r["carbonIntensity"]))
                     for r in body[kind] if r.get("carbonIntensity") is not None]
         except (KeyError, TypeError, ValueError) as exc:
             raise SignalError(f"{self.name}: unexpected {kind} response ({exc.__class__.__name__}: {exc})") from exc

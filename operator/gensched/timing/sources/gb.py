@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from gensched.api.durations import parse_instant
 from gensched.timing.series import Series, as_utc, series_from_points
 from gensched.timing.sources.base import SignalError
 from gensched.timing.sources.http import get_json
@@ -68,7 +69,7 @@ class GBCarbonIntensitySource:
                 it = row["intensity"]
                 value = it.get("actual") if it.get("actual") is not None else it.get("forecast")
                 if value is not None:
-                    out.append((datetime.fromisoformat(row["from"].replace("Z", "+00:00")), float(value)))
+                    out.append((parse_instant(row["from"]), float(value)))
             return out
         except (KeyError, TypeError, IndexError, ValueError) as exc:
             raise SignalError(f"{self.name}: unexpected response shape ({exc.__class__.__name__}: {exc})") from exc

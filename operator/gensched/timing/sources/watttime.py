@@ -10,6 +10,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+from gensched.api.durations import parse_instant
 from gensched.timing.series import Series, as_utc, series_from_points
 from gensched.timing.sources.base import SignalError
 from gensched.timing.sources.http import get_json
@@ -60,7 +61,7 @@ class WattTimeSource:
         try:
             units = body.get("meta", {}).get("units", "lbs_co2_per_mwh")
             scale = LB_PER_MWH_TO_G_PER_KWH if units.startswith("lbs") else 1.0
-            return [(datetime.fromisoformat(r["point_time"].replace("Z", "+00:00")), float(r["value"]) * scale)
+            return [(parse_instant(r["point_time"]), float(r["value"]) * scale)
                     for r in body["data"]]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SignalError(f"{self.name}: unexpected response ({exc.__class__.__name__}: {exc})") from exc
