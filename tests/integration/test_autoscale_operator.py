@@ -133,3 +133,59 @@ def test_unservable_model_gets_a_condition_and_no_rayservice(cluster: Cluster, o
     crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
     wait_for(lambda: cluster.get("ray.io", "rayservices", "default", "chat-llama") is not None,
              what="RayService after the fix")
+
+
+def _toy_profile() -> str:
+    """A measured-style (CPU) profile where ``middle`` costs 6 ms per sequence and the others 0.1 ms."""
+    def op(name: str, base: float, per_seq: float) -> dict:
+        return {"name": name, "weights_gib": 0.1, "kv_gib_per_token": 0.0, "step_base_ms": base,
+                "step_per_seq_ms": per_seq, "step_per_kctx_ms": 0.0, "prefill_base_ms": 1.0,
+                "prefill_per_token_ms": 0.01, "hop_ms": 0.0}
+    return json.dumps({"model": "toy", "gpu": "cpu", "gpu_memory_gib": 80.0, "gpu_watts": 0.0, "idle_watts": 0.0,
+                       "modelled": False, "source": "test",
+                       "operators": [op("embed-early", 1.9, 0.1), op("middle", 2.0, 6.0), op("late-head", 1.9, 0.1)]})
+
+
+def test_a_measured_profile_sizes_each_operator_and_is_required_before_deploying(
+        cluster: Cluster, fast_operator: OperatorProcess, crds: Kubectl, ray_metrics: RayMetrics,
+        prometheus_server: Callable[..., PrometheusServer]) -> None:
+    prom = prometheus_server(targets=[f"127.0.0.1:{ray_metrics.port}"])
+    for name in OPS:
+        ray_metrics.load(name, 7.0)  # the same load everywhere: only the profiles differ
+    policy = {"apiVersion": "gensched.io/v1alpha1", "kind": "SchedulingPolicy", "metadata": {"name": "serve"},
+              "spec": {"default": True, "autoscaling": {
+                  "prometheusUrl": prom.url, "intervalSeconds": 5, "cooldownSeconds": 0,
+                  "scaleDownStabilizationSeconds": 0, "targetOngoingRequests": 1}}}
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(policy))
+    cluster.add_node("gpu-a", gpus=8)
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["spec"]["serve"]["profile"] = {"configMap": "llama-profile", "contextTokens": 0}
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    cond = wait_for(lambda: next((c for c in (cluster.gj("chat-llama") or {}).get("status", {}).get("conditions", [])
+                                  if c["type"] == "Feasible" and c["status"] == "False"), None), what="Feasible=False")
+    assert cond["reason"] == "ProfileInvalid" and "create configmap llama-profile" in cond["message"]
+    assert cluster.get("ray.io", "rayservices", "default", "chat-llama") is None  # nothing half-deployed
+
+    profile_cm = {"apiVersion": "v1", "kind": "ConfigMap",
+                  "metadata": {"name": "llama-profile", "namespace": "default"},
+                  "data": {"profile.json": _toy_profile()}}
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(profile_cm))
+    cluster.wait_phase("chat-llama", "Running", timeout=60)
+    # budgets (80% of tbtMs 50, by batch-1 step): middle 26.7 ms -> 4 in flight, the others 6.7 ms -> 47
+    wait_for(lambda: replicas(cluster).get("middle") == 2, timeout=60, what="middle scaled to ceil(7 / 4)")
+    assert replicas(cluster) == {"embed-early": 1, "middle": 2, "late-head": 1}  # the policy alone would give 7 each
+    st = wait_for(lambda: (cluster.gj("chat-llama") or {}).get("status", {}).get("autoscaling", {}).get("sizing")
+                  and cluster.gj("chat-llama")["status"], what="status.autoscaling.sizing")
+    assert st["autoscaling"]["sizing"]["middle"]["targetOngoing"] == 4
+    assert st["autoscaling"]["sizing"]["embed-early"] == {"targetOngoing": 47, "latencyBudgetMs": 6.67,
+                                                          "source": "profile"}
+    applied = next(c for c in st["conditions"] if c["type"] == "ProfileApplied")
+    assert applied["status"] == "True" and "middle 4 in flight" in applied["message"]
+    msgs = [e["message"] for e in cluster.events_for("chat-llama") if e["reason"] == "ScaledOperator"]
+    assert any("7.0 in flight / 4 per replica" in m for m in msgs)
+
+    crds("delete", "configmap", "llama-profile")  # the profile goes away: fall back to the policy, say so
+    wait_for(lambda: "ProfileInvalid" in [e["reason"] for e in cluster.events_for("chat-llama")],
+             what="ProfileInvalid warning")
+    wait_for(lambda: replicas(cluster) == {"embed-early": 7, "middle": 7, "late-head": 7}, timeout=60,
+             what="policy target (1 per replica) after the profile is gone")

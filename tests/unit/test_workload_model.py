@@ -65,3 +65,9 @@ def test_profiler_measures_every_operator_and_writes_a_loadable_profile(tmp_path
         assert op.step_base_ms > 0 and op.weights_gib > 0
         assert op.step_ms(16, 256) > op.step_ms(1, 32)  # more work takes longer on a real CPU
         assert op.prefill_ms(128) > op.prefill_ms(16)
+    # the measured file is what the operator sizes replicas from (spec.serve.profile)
+    from gensched.autoscale.targets import operator_targets
+
+    slow = sum(op.step_ms(1, 256) for op in prof.operators)
+    got = operator_targets(prof, {"early": 0.0, "late": 0.0}, tbt_ms=4 * slow, ctx_tokens=256)
+    assert all(t.target_ongoing >= 1 and t.step_ms <= t.budget_ms + 1e-9 for t in got.values())

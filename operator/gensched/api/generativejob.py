@@ -15,6 +15,7 @@ from gensched.api.durations import DURATION_PATTERN, parse_duration, resolve_dea
 from gensched.api.sizing import model_memory_gib
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 LAYER_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
@@ -164,6 +165,16 @@ class ModelOperatorSpec(KubeModel):
         return range(first, last + 1)
 
 
+class ProfileRef(KubeModel):
+    """Where the measured profile of the model operators lives (the profiler's JSON in a ConfigMap)."""
+
+    config_map: str = Field(pattern=DNS_SUBDOMAIN, max_length=253,
+                            description="ConfigMap in the job's namespace holding the profile.")
+    key: str = Field(default="profile.json", min_length=1, max_length=253, description="Key of the profile JSON.")
+    context_tokens: int = Field(default=1024, ge=0, le=1_000_000,
+                                description="Typical context (prompt + output so far) to size replicas for.")
+
+
 class ServeSpec(KubeModel):
     """An online serving job: a Ray Serve app with one deployment per model operator."""
 
@@ -175,6 +186,11 @@ class ServeSpec(KubeModel):
         description="Layer groups served as separate deployments; empty: one operator, the whole model.",
     )
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the serving ingress.")
+    profile: ProfileRef | None = Field(
+        default=None,
+        description="Measured operator profile: each operator is then sized on its own latency curve "
+                    "and its share of tbtMs; without it every operator uses the policy's targetOngoingRequests.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> ServeSpec:
@@ -324,6 +340,10 @@ class AutoscalingStatus(KubeModel):
     next_attempt: str | None = None
     states: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per operator: last change time and recent targets (stabilization).")
+    sizing: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per operator: requests in flight one replica is sized for, its latency budget, and the "
+                    "source (profile or policy).")
 
 
 class GenerativeJobStatus(KubeModel):

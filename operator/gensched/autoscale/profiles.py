@@ -72,12 +72,21 @@ class ModelProfile:
 
     @classmethod
     def load(cls, path: str | Path, expect: list[str] | None = None) -> ModelProfile:
-        raw = json.loads(Path(path).read_text())
-        ops = tuple(OperatorProfile(**o) for o in raw.pop("operators"))
-        prof = cls(operators=ops, **raw)
+        return cls.from_json(Path(path).read_text(), expect, where=f"profile {path}")
+
+    @classmethod
+    def from_json(cls, text: str, expect: list[str] | None = None, where: str = "the profile") -> ModelProfile:
+        """Parse a profile (the profiler's JSON); ``expect``: operator names it must cover."""
+        try:
+            raw = json.loads(text)
+            ops = tuple(OperatorProfile(**o) for o in raw.pop("operators"))
+            prof = cls(operators=ops, **raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ProfileError(f"{where} is not a gensched profile ({exc.__class__.__name__}: {exc}): write it "
+                               "with `python -m gensched_workloads.profiler --out profile.json`") from exc
         if expect is not None:
             missing = [n for n in expect if n not in prof.names()]
             if missing:
-                raise ProfileError(f"profile {path} has no entry for operator(s) {missing}; it has {prof.names()}: "
+                raise ProfileError(f"{where} has no entry for operator(s) {missing}; it has {prof.names()}: "
                                    "re-run the profiler with these operators or rename spec.serve.operators")
         return prof

@@ -19,7 +19,8 @@ from gensched.api import GenerativeJobSpec, SchedulingPolicySpec
 from gensched.api.durations import parse_instant, rfc3339
 from gensched.api.policy import Granularity
 from gensched.autoscale.policy import Limits, OperatorState, Settings, decide
-from gensched.controller import clock, serving_gpus
+from gensched.autoscale.profiles import ProfileError
+from gensched.controller import clock, serve_profile, serving_gpus
 from gensched.controller.kube import kube
 from gensched.controller.step import Step
 from gensched.observe import metrics
@@ -27,6 +28,40 @@ from gensched.observe.serve_metrics import MetricsUnavailable, observe
 
 INGRESS = "Ingress"
 MAX_BACKOFF_S = 600
+
+
+def _limits(ns: str, spec: GenerativeJobSpec, default_target: float, deployments: list[dict], status: dict,
+            step: Step, auto: dict) -> dict[str, Limits]:
+    """Per-operator limits: from the job's measured profile when it has one, else the policy's target.
+
+    A profile that cannot be used (missing, incomplete, SLO out of reach) falls back to the policy's
+    target with ProfileApplied=False and one Warning, rather than freezing the replicas.
+    """
+    assert spec.serve is not None
+    lo, hi = spec.serve.min_replicas, spec.serve.max_replicas
+    names = [d["name"] for d in deployments]
+    fallback = {n: Limits(lo, hi, default_target) for n in names}
+    try:
+        found = serve_profile.targets(ns, spec, deployments)
+    except ProfileError as exc:
+        was_ok = not any(c.get("type") == "ProfileApplied" and c.get("status") == "False"
+                         for c in status.get("conditions") or [])
+        msg = f"{exc}; sizing every operator for {default_target:g} requests in flight (the policy's target)"
+        step.condition("ProfileApplied", False, "ProfileInvalid", msg)
+        if was_ok:
+            step.events.append(("Warning", "ProfileInvalid", msg))
+        auto["sizing"] = {n: {"targetOngoing": default_target, "source": "policy"} for n in names}
+        return fallback
+    if found is None:
+        auto["sizing"] = {n: {"targetOngoing": default_target, "source": "policy"} for n in names}
+        return fallback
+    assert spec.serve.profile is not None
+    step.condition("ProfileApplied", True, "Profiled",
+                   f"operators sized from ConfigMap {spec.serve.profile.config_map}: " + ", ".join(
+                       f"{t.name} {t.target_ongoing} in flight within {t.budget_ms:.1f} ms" for t in found.values()))
+    auto["sizing"] = {n: {"targetOngoing": t.target_ongoing, "latencyBudgetMs": round(t.budget_ms, 2),
+                          "source": "profile"} for n, t in found.items()}
+    return {n: Limits(lo, hi, float(t.target_ongoing), t.budget_ms) for n, t in found.items()}
 
 
 
@@ -75,13 +110,13 @@ def autoscale(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec,
     t = now.timestamp()
     states = {k: OperatorState(v.get("lastChange", -math.inf), [tuple(x) for x in v.get("recent", [])])
               for k, v in (auto.get("states") or {}).items()}
-    limits = Limits(spec.serve.min_replicas, spec.serve.max_replicas, cfg.target_ongoing_requests)
+    limits = _limits(ns, spec, cfg.target_ongoing_requests, deployments, status, step, auto)
     settings = Settings(cfg.cooldown_seconds, cfg.scale_down_stabilization_seconds, cfg.scale_up_step)
     if cfg.granularity == Granularity.MODEL and current:
         # Model-level: every operator follows the busiest one, so the model scales as one unit.
         busiest = max(observed.values(), key=lambda o: o.ongoing or 0.0)
         observed = dict.fromkeys(current, busiest)
-    changes = decide(t, current, observed, dict.fromkeys(current, limits), states, settings)
+    changes = decide(t, current, observed, limits, states, settings)
     auto["states"] = {k: {"lastChange": v.last_change if math.isfinite(v.last_change) else None,
                           "recent": [list(x) for x in v.recent]} for k, v in states.items()}
     for k in auto["states"]:

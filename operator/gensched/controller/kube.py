@@ -88,6 +88,16 @@ class Kube:
         raw = (secret.data or {}).get(key)
         return base64.b64decode(raw).decode() if raw else None
 
+    def read_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A ConfigMap's data; None when it does not exist (or the operator may not read it)."""
+        try:
+            cm = self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return None
+            raise
+        return dict(cm.data or {})
+
     # -- serving
     def get_rayservice(self, namespace: str, name: str) -> dict | None:
         try:

@@ -21,7 +21,8 @@ from gensched.api.durations import rfc3339
 from gensched.api.generativejob import TERMINAL_PHASES, JobMode
 from gensched.autoscale import render_rayservice
 from gensched.autoscale.feasibility import GpuType, check_serve
-from gensched.controller import serving_gpus
+from gensched.autoscale.profiles import ProfileError
+from gensched.controller import serve_profile, serving_gpus
 from gensched.controller.kube import ApiException, kube
 from gensched.controller.objects import (
     ANN_PLACEMENT,
@@ -205,16 +206,21 @@ def _serve(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, st
     ns, name = meta["namespace"], meta["name"]
     step.status["rayServiceName"] = name
     svc = kube().get_rayservice(ns, name)
-    problems = check_serve(spec, [GpuType(m, g) for m, g in RESERVATIONS.gpu_types()])
+    manifest = render_rayservice(name, ns, spec, {**MANAGED_BY, "gensched.io/job": name})
+    problems = [(p.reason, p.message) for p in check_serve(spec, [GpuType(m, g) for m, g in RESERVATIONS.gpu_types()])]
+    try:
+        serve_profile.targets(ns, spec, yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"][0]
+                              ["deployments"])
+    except ProfileError as exc:
+        problems.append(("ProfileInvalid", str(exc)))
     if problems:
-        msg = "; ".join(p.message for p in problems)
-        step.condition("Feasible", False, problems[0].reason, msg)
+        msg = "; ".join(m for _, m in problems)
+        step.condition("Feasible", False, problems[0][0], msg)
         if svc is None:  # nothing half-deployed: wait (bigger GPUs may join) with the reason in status
-            step.phase(Phase.PENDING, msg, (problems[0].reason, msg), warn=True)
+            step.phase(Phase.PENDING, msg, (problems[0][0], msg), warn=True)
             return
     else:
         step.condition("Feasible", True, "Servable", "the model and SLOs fit the cluster's GPUs")
-    manifest = render_rayservice(name, ns, spec, {**MANAGED_BY, "gensched.io/job": name})
     if svc is not None and spec_changed:
         app = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"][0]
         allocs, why = serving_gpus.place(ns, name, serving_gpus.worker_gpus(app["deployments"]),
