@@ -23,13 +23,23 @@ def _now() -> str:
 
 
 def gpu_node(name: str, gpus: int = 8, product: str = "NVIDIA-A100-SXM4-80GB", memory_mib: int = 81920,
-             cpu: str = "96", memory: str = "1Ti") -> dict:
-    """A Node as the NVIDIA device plugin and GPU Feature Discovery would describe it."""
+             cpu: str = "96", memory: str = "1Ti", mig: str = "") -> dict:
+    """A Node as the NVIDIA device plugin and GPU Feature Discovery would describe it.
+
+    ``mig``: a profile such as ``3g.40gb`` cuts every GPU into instances (MIG "single" strategy):
+    each instance is one ``nvidia.com/gpu`` and the product label names the profile.
+    """
+    labels = {"kubernetes.io/hostname": name}
+    if mig:
+        per_gpu = {1: 7, 2: 3, 3: 2, 4: 1}[int(mig[0])]
+        gpus, product = gpus * per_gpu, f"{product}-MIG-{mig}"
+        memory_mib = int(mig.split(".")[1].removesuffix("gb")) * 1024
+        labels["nvidia.com/mig.strategy"] = "single"
     cap = {"cpu": cpu, "memory": memory, "nvidia.com/gpu": str(gpus), "pods": "110"}
     return {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {
-            "kubernetes.io/hostname": name, "nvidia.com/gpu.product": product,
+            **labels, "nvidia.com/gpu.product": product,
             "nvidia.com/gpu.memory": str(memory_mib), "nvidia.com/gpu.count": str(gpus)}},
         "spec": {},
         "status": {"capacity": cap, "allocatable": dict(cap),

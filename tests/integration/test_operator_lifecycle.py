@@ -295,3 +295,27 @@ def test_200_concurrent_jobs_never_over_commit_and_match_the_simulator(cluster: 
         if name not in placed:
             left = placer.place(state, request_for(f"default/{name}", GenerativeJobSpec.model_validate(doc["spec"])))
             assert not isinstance(left, Allocation), f"{name} is Pending but fits on {left.node}"
+
+
+def test_mig_node_hands_out_whole_instances_and_keeps_them_across_a_restart(
+        cluster: Cluster, operator: OperatorProcess, crds: Kubectl) -> None:
+    cluster.add_node("mig-a", gpus=1, mig="3g.40gb")  # one A100 cut into two 3g.40gb instances
+    doc = yaml.safe_load((EXAMPLES / "batch-llama-int4.yaml").read_text())  # 0.25 GPU, 4.9 GiB
+    for name in ("one", "two"):
+        cluster.standin.hold.add(name)
+        doc["metadata"]["name"] = name
+        crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+        gj = cluster.wait_phase(name, "Running")
+        assert gj["status"]["placement"]["node"] == "mig-a"
+        assert gj["status"]["placement"]["gpuMilli"] == 428  # a whole 3g instance, not the 250 asked for
+    operator.stop(kill=True)
+    operator.start()  # the reservations come back from the Jobs' records, instance-sized
+    doc["metadata"]["name"] = "three"
+    cluster.standin.hold.add("three")
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    gj = cluster.wait_phase("three", "Pending")
+    assert "waiting for GPUs" in gj["status"]["message"]
+    assert "rebuilt: 1 GPU nodes, 856/1000 milli-GPU reserved" in operator.logs()
+    cluster.standin.hold.discard("one")
+    cluster.wait_phase("three", "Running")  # the freed instance goes to the waiting job
+    assert cluster.gj("three")["status"]["placement"]["gpuMilli"] == 428

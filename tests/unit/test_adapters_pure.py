@@ -29,6 +29,18 @@ def test_gpu_nodes_follow_device_plugin_and_gfd_labels() -> None:
     assert gpu_node_from(node(gfd, {"nvidia.com/gpu": "4"}, unschedulable=True)) is None
 
 
+def test_mig_single_strategy_nodes_become_mig_nodes_and_mixed_ones_keep_plain_gpus() -> None:
+    single = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB-MIG-1g.10gb", "nvidia.com/gpu.memory": "9728",
+              "nvidia.com/gpu.count": "14", "nvidia.com/mig.strategy": "single"}
+    n = gpu_node_from(node(single, {"nvidia.com/gpu": "14", "cpu": "96", "memory": "1Ti"}))
+    assert n is not None
+    assert (n.gpu_count, n.gpu_model, n.mig_profile, n.gpu_memory_gib) == (2, "NVIDIA-A100-SXM4-80GB", "1g.10gb", 10.0)
+    mixed = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.count": "2",
+             "nvidia.com/mig.strategy": "mixed"}
+    m = gpu_node_from(node(mixed, {"nvidia.com/gpu": "1", "nvidia.com/mig-1g.10gb": "7"}))
+    assert m is not None and (m.gpu_count, m.mig_profile) == (1, "")  # only the unpartitioned GPU
+
+
 def test_placement_record_round_trips_and_pins_the_node() -> None:
     alloc = Allocation("ns/j", "gpu-a", (2, 3), 1000, 40.0, 4000, 16384)
     assert decode_allocation(encode_allocation(alloc)) == alloc

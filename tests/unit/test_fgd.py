@@ -42,7 +42,9 @@ def test_fgd_keeps_a_usable_hole() -> None:
 
 
 NODES = [GpuNode("a", 2, "A100", 80.0, 16_000, 65536), GpuNode("b", 4, "L4", 24.0, 32_000, 131072),
-         GpuNode("c", 8, "A100", 80.0, 64_000, 262144)]
+         GpuNode("c", 8, "A100", 80.0, 64_000, 262144),
+         GpuNode("m", 2, "A100", 10.0, 32_000, 131072, mig_profile="1g.10gb"),
+         GpuNode("n", 1, "A100", 40.0, 32_000, 131072, mig_profile="3g.40gb")]
 requests = st.builds(
     lambda i, whole, milli, cpu, model: GpuRequest(f"r{i}", whole_gpus=whole, gpu_milli=0 if whole == 0 and milli == 0
                                                    else milli, cpu_milli=cpu, memory_mib=1024,
@@ -71,6 +73,10 @@ def test_every_policy_never_over_commits_and_fragmenter_stays_exact(ops: list, p
         assert (state.gpu_mem_free >= -1e-6).all() and (state.gpu_mem_free <= state.gpu_mem_total[:, None] + 1e-6).all()
         assert (state.cpu_free >= 0).all() and (state.mem_free >= 0).all()
         assert (state.cpu_free <= state.cpu_total).all() and (state.mem_free <= state.mem_total).all()
+        for a in state.allocations.values():  # MIG instances only ever whole
+            row = state.index[a.node]
+            assert not state.mig[row] or (a.gpu_milli, a.gpu_memory_gib) == (state.slice_milli[row],
+                                                                            state.slice_mem[row])
     used = sum(a.gpu_milli * len(a.gpu_indices) for a in state.allocations.values())
     assert used == state.allocated_milli()
     if policy in ("FGD", "Gensched"):

@@ -40,3 +40,21 @@ def test_missing_columns_and_empty_cluster_fail_clearly(tmp_path: Path) -> None:
         load_nodes(write(tmp_path, "n.csv", "sn,cpu_milli,memory_mib\nx,1,1\n"))
     with pytest.raises(ValueError, match="no usable GPU nodes"):
         load_nodes(write(tmp_path, "m.csv", "sn,cpu_milli,memory_mib,gpu,model\nx,1000,1000,0,\n"))
+
+
+def test_node_csv_may_mark_mig_partitioned_nodes(tmp_path: Path) -> None:
+    from gensched.packing.fgd import TaskMix
+    from gensched.sim.packing_sim import run_arrivals
+
+    nodes = write(tmp_path, "n.csv", "sn,cpu_milli,memory_mib,gpu,model,mig_profile\n"
+                  "plain,64000,262144,1,A100,\nmig,64000,262144,1,A100,1g.10gb\nbad,64000,262144,1,A100,9g.9gb\n")
+    report = LoadReport()
+    got = load_nodes(nodes, report)
+    assert [(n.name, n.mig_profile, n.gpu_memory_gib) for n in got] == [("plain", "", 80.0), ("mig", "1g.10gb", 10.0)]
+    assert any("n.csv:4:" in r and "g in 1..4" in r for r in report.rejected)
+    pods = [p.request for p in load_pods(write(tmp_path, "p.csv", "name,cpu_milli,memory_mib,num_gpu,gpu_milli\n"
+                                               + "".join(f"s{i},1000,1024,1,100\n" for i in range(20))))]
+    result = run_arrivals(got, pods, "fgd", TaskMix.from_requests(pods), seed=0)
+    # 10 shares of 100 fill the plain GPU, 7 more take the MIG instances (142 each), 3 fail
+    assert result.failed_pods == 3
+    assert result.allocated_gpu_ratio == pytest.approx((1000 + 7 * 142) / 2000)

@@ -1,14 +1,24 @@
-"""Read GPU nodes the way NVIDIA's device plugin and GPU Feature Discovery describe them."""
+"""Read GPU nodes the way NVIDIA's device plugin and GPU Feature Discovery describe them.
+
+MIG: with the ``single`` strategy (label ``nvidia.com/mig.strategy``) every GPU is cut into equal
+instances, each advertised as one ``nvidia.com/gpu``, and the product label ends in the profile
+(``...-MIG-1g.10gb``); the node becomes a MIG node of ``instances / per GPU`` physical GPUs that
+hands out whole instances (``packing/mig.py``). With the ``mixed`` strategy MIG instances are separate
+resources (``nvidia.com/mig-1g.10gb``) that a suspended Job cannot switch to, so only the node's
+unpartitioned ``nvidia.com/gpu`` count is used.
+"""
 
 from __future__ import annotations
 
 from gensched.api.quantity import parse_quantity
 from gensched.packing import GpuNode
+from gensched.packing.mig import profile_of_product
 
 GPU_RESOURCE = "nvidia.com/gpu"
 LABEL_PRODUCT = "nvidia.com/gpu.product"
 LABEL_MEMORY = "nvidia.com/gpu.memory"  # MiB per GPU
 LABEL_COUNT = "nvidia.com/gpu.count"  # physical GPUs (capacity may count time-slicing replicas)
+LABEL_MIG_STRATEGY = "nvidia.com/mig.strategy"
 
 
 def gpu_node_from(node: dict) -> GpuNode | None:
@@ -19,6 +29,8 @@ def gpu_node_from(node: dict) -> GpuNode | None:
     labels = meta.get("labels") or {}
     alloc = status.get("allocatable") or status.get("capacity") or {}
     count = labels.get(LABEL_COUNT) or alloc.get(GPU_RESOURCE) or (status.get("capacity") or {}).get(GPU_RESOURCE)
+    if labels.get(LABEL_MIG_STRATEGY) == "mixed":  # partitioned GPUs are not nvidia.com/gpu: count what is
+        count = alloc.get(GPU_RESOURCE)
     try:
         gpus = int(count) if count is not None else 0
     except ValueError:
@@ -26,11 +38,19 @@ def gpu_node_from(node: dict) -> GpuNode | None:
     if gpus <= 0:
         return None
     mem_mib = labels.get(LABEL_MEMORY)
+    product = labels.get(LABEL_PRODUCT, "unknown")
+    memory_gib = round(int(mem_mib) / 1024, 2) if mem_mib and mem_mib.isdigit() else 80.0
+    mig = profile_of_product(product) if labels.get(LABEL_MIG_STRATEGY) == "single" else None
+    if mig is not None:  # count = MIG instances; the model is the product without the profile
+        gpus = max(1, gpus // mig.per_gpu)
+        product = product[: product.upper().rindex("-MIG-")]
+        memory_gib = mig.memory_gib
     return GpuNode(
         name=meta["name"],
         gpu_count=gpus,
-        gpu_model=labels.get(LABEL_PRODUCT, "unknown"),
-        gpu_memory_gib=round(int(mem_mib) / 1024, 2) if mem_mib and mem_mib.isdigit() else 80.0,
+        gpu_model=product,
+        gpu_memory_gib=memory_gib,
+        mig_profile=mig.name if mig else "",
         cpu_milli=int(parse_quantity(alloc.get("cpu", "64")) * 1000),
         memory_mib=int(parse_quantity(alloc.get("memory", "512Gi")) / 2**20),
     )

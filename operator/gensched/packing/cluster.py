@@ -13,8 +13,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gensched.packing.mig import MigProfile
+
 MILLI = 1000
 MAX_GPUS = 8
+
+
+def _mig(node: GpuNode) -> MigProfile | None:
+    if not node.mig_profile:
+        return None
+    try:
+        return MigProfile.parse(node.mig_profile)
+    except ValueError as exc:
+        raise ValueError(f"node {node.name}: {exc}") from None
 
 
 class OverCommitError(RuntimeError):
@@ -29,6 +40,7 @@ class GpuNode:
     gpu_memory_gib: float = 80.0
     cpu_milli: int = 64_000
     memory_mib: int = 512 * 1024
+    mig_profile: str = ""  # MIG single strategy: every GPU cut into instances of this profile (``mig.py``)
 
 
 @dataclass(frozen=True)
@@ -112,7 +124,14 @@ class ClusterState:
         exists = np.arange(MAX_GPUS)[None, :] < count[:, None] if nodes else np.zeros((0, MAX_GPUS), bool)
         self.gpu_exists = exists
         self.gpu_free = np.where(exists, MILLI, 0).astype(np.int64)
-        self.gpu_mem_total = np.array([n.gpu_memory_gib for n in nodes], dtype=np.float64)
+        # MIG rows: instances are handed out whole (slice_milli / slice_mem each); 0 = not partitioned
+        profiles = [_mig(n) for n in nodes]
+        self.slice_milli = np.array([p.milli if p else 0 for p in profiles], dtype=np.int64)
+        self.slice_mem = np.array([p.memory_gib if p else 0.0 for p in profiles], dtype=np.float64)
+        self.mig = self.slice_milli > 0
+        self.any_mig = bool(self.mig.any())
+        self.gpu_mem_total = np.array([p.memory_gib * p.per_gpu if p else n.gpu_memory_gib
+                                       for n, p in zip(nodes, profiles, strict=True)], dtype=np.float64)
         self.gpu_mem_free = np.where(exists, self.gpu_mem_total[:, None] if nodes else 0.0, 0.0)
         self.cpu_total = np.array([n.cpu_milli for n in nodes], dtype=np.int64)
         self.mem_total = np.array([n.memory_mib for n in nodes], dtype=np.int64)
@@ -184,7 +203,15 @@ class ClusterState:
         if req.cpu_only:
             return ok
         ok &= self.model_mask(req)
-        fits_gpu = (self.gpu_free >= req.per_gpu_milli) & (self.gpu_mem_free >= req.gpu_memory_gib - 1e-9)
+        if not self.any_mig:  # the common case, kept scalar: this runs once per decision over every node
+            fits_gpu = (self.gpu_free >= req.per_gpu_milli) & (self.gpu_mem_free >= req.gpu_memory_gib - 1e-9)
+            return ok & (fits_gpu.sum(axis=1) >= req.gpu_count)
+        # a MIG instance takes only a share that fits it, and is taken whole
+        fits_instance = (req.gpu_milli <= self.slice_milli) & (req.gpu_memory_gib <= self.slice_mem + 1e-9)
+        ok &= ~self.mig | (req.shared & fits_instance)
+        need_milli = np.where(self.mig, self.slice_milli, req.per_gpu_milli)
+        need_mem = np.where(self.mig, self.slice_mem, req.gpu_memory_gib)
+        fits_gpu = (self.gpu_free >= need_milli[:, None]) & (self.gpu_mem_free >= need_mem[:, None] - 1e-9)
         return ok & (fits_gpu.sum(axis=1) >= req.gpu_count)
 
     def candidate_gpus(self, node: str, req: GpuRequest) -> list[int] | None:
@@ -194,8 +221,15 @@ class ClusterState:
             return None
         if req.cpu_only:
             return []
-        fits = (self.gpu_free[i] >= req.per_gpu_milli) & (self.gpu_mem_free[i] >= req.gpu_memory_gib - 1e-9)
+        milli, mem = self.unit(i, req)
+        fits = (self.gpu_free[i] >= milli) & (self.gpu_mem_free[i] >= mem - 1e-9)
         return [int(g) for g in np.flatnonzero(fits)]
+
+    def unit(self, row: int, req: GpuRequest) -> tuple[int, float]:
+        """(milli, GiB) that ``req`` takes on each GPU of node ``row``: a whole instance on MIG nodes."""
+        if self.mig[row]:
+            return int(self.slice_milli[row]), float(self.slice_mem[row])
+        return req.per_gpu_milli, req.gpu_memory_gib
 
     # -- changing
     def reserve(self, alloc: Allocation) -> None:
@@ -208,6 +242,10 @@ class ClusterState:
         gpus = list(alloc.gpu_indices)
         if len(set(gpus)) != len(gpus):
             raise OverCommitError(f"{alloc.key}: GPU indices repeat: {alloc.gpu_indices}")
+        if self.mig[i] and gpus and (len(gpus) != 1 or alloc.gpu_milli != self.slice_milli[i]
+                                     or abs(alloc.gpu_memory_gib - self.slice_mem[i]) > 1e-9):
+            raise OverCommitError(f"{alloc.key}: node {alloc.node} hands out whole MIG instances of "
+                                  f"{self.slice_milli[i]} milli / {self.slice_mem[i]:g} GiB, one per allocation")
         for g in gpus:
             if not 0 <= g < self.gpu_count[i]:
                 raise OverCommitError(f"{alloc.key}: node {alloc.node} has no GPU {g}")

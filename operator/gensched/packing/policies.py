@@ -19,6 +19,7 @@ import numpy as np
 
 from gensched.packing.cluster import MILLI, Allocation, ClusterState, GpuRequest
 from gensched.packing.fgd import Fragmenter, TaskMix
+from gensched.packing.mig import MigProfile
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,13 @@ def explain_unschedulable(state: ClusterState, req: GpuRequest) -> str:
         return (f"needs {req.gpu_memory_gib:.1f} GiB per GPU but the largest eligible GPU has "
                 f"{max(n.gpu_memory_gib for n in eligible):.1f} GiB: use a smaller precision "
                 f"(int8/int4) or more GPUs")
+    plain = [n for n in eligible if not n.mig_profile]
+    if not plain and not req.cpu_only:
+        biggest = max((MigProfile.parse(n.mig_profile) for n in eligible), key=lambda p: (p.milli, p.memory_gib))
+        if req.whole_gpus or req.gpu_milli > biggest.milli or req.gpu_memory_gib > biggest.memory_gib:
+            return (f"every eligible node is MIG-partitioned and its largest instance is {biggest.name} "
+                    f"({biggest.milli} milli, {biggest.memory_gib:g} GiB): ask for a share that fits it, "
+                    "or run on unpartitioned GPUs")
     if max(n.cpu_milli for n in eligible) < req.cpu_milli or max(n.memory_mib for n in eligible) < req.memory_mib:
         return "asks for more CPU or memory than any eligible node has"
     if req.cpu_only:
@@ -93,6 +101,22 @@ def _tightest_gpu(state: ClusterState, row: int, req: GpuRequest) -> list[int]:
     return [int(np.argmin(free))]
 
 
+def _mig_alloc(state: ClusterState, req: GpuRequest, rows: np.ndarray) -> Allocation:
+    """A whole MIG instance, used only when no unpartitioned GPU fits: its fixed size wastes the rest.
+
+    The smallest instance that fits (then least memory), on the node with the fewest free instances
+    (fill nodes), on its GPU with the fewest left (fill GPUs); then name and index order.
+    """
+    free_instances = (state.gpu_free[rows] // state.slice_milli[rows, None]).sum(axis=1)
+    order = np.lexsort((rows, free_instances, state.slice_mem[rows], state.slice_milli[rows]))
+    row = int(rows[order[0]])
+    milli, mem = state.unit(row, req)
+    has_room = (state.gpu_free[row] >= milli) & (state.gpu_mem_free[row] >= mem - 1e-9)
+    gpu = int(np.argmin(np.where(has_room, state.gpu_free[row], MILLI + 1)))
+    return Allocation(key=req.key, node=state.node_at(row).name, gpu_indices=(gpu,), gpu_milli=milli,
+                      gpu_memory_gib=mem, cpu_milli=req.cpu_milli, memory_mib=req.memory_mib)
+
+
 class _Base:
     name = "base"
 
@@ -103,8 +127,11 @@ class _Base:
         rows = np.flatnonzero(state.feasible(req))
         if rows.size == 0:
             return Unschedulable(req.key, explain_unschedulable(state, req))
-        row, gpus = self.choose(state, req, rows)
-        return _alloc(state, req, row, gpus)
+        plain = rows[~state.mig[rows]] if state.any_mig else rows
+        if plain.size:
+            row, gpus = self.choose(state, req, plain)
+            return _alloc(state, req, row, gpus)
+        return _mig_alloc(state, req, rows)
 
     def choose(self, state: ClusterState, req: GpuRequest, rows: np.ndarray) -> tuple[int, list[int]]:
         raise NotImplementedError

@@ -1,9 +1,10 @@
 """Read the Alibaba PAI GPU trace (openb CSVs, as used by the FGD paper) into packing inputs.
 
-Node CSV columns: ``sn,cpu_milli,memory_mib,gpu,model``. Pod CSV columns: ``name,cpu_milli,memory_mib,
-num_gpu,gpu_milli,gpu_spec,...,creation_time,deletion_time,...``. A user's own cluster export in the
-same columns works the same way (docs/packing.md). Bad rows are reported with file, line and reason,
-never skipped silently.
+Node CSV columns: ``sn,cpu_milli,memory_mib,gpu,model`` and, optionally, ``mig_profile`` (for example
+``1g.10gb``: every GPU of that node MIG-partitioned into instances of that profile).
+Pod CSV columns: ``name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,...,creation_time,deletion_time,...``.
+A user's own cluster export in the same columns works the same way (docs/packing.md). Bad rows are
+reported with file, line and reason, never skipped silently.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from gensched.packing import GpuNode, GpuRequest
 from gensched.packing.cluster import MAX_GPUS, MILLI
+from gensched.packing.mig import MigProfile
 
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
 POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli")
@@ -58,6 +60,9 @@ def load_nodes(path: Path, report: LoadReport | None = None, gpu_only: bool = Tr
                     raise ValueError(f"node {name} appears twice")
                 if not 0 <= gpus <= MAX_GPUS or cpu <= 0 or mem <= 0:
                     raise ValueError(f"gpu must be 0..{MAX_GPUS} and cpu_milli, memory_mib positive")
+                mig = (row.get("mig_profile") or "").strip()
+                if mig:
+                    mig = MigProfile.parse(mig).name
             except (ValueError, TypeError, KeyError) as exc:
                 report.add(path, line, str(exc))
                 continue
@@ -68,7 +73,8 @@ def load_nodes(path: Path, report: LoadReport | None = None, gpu_only: bool = Tr
                 report.add(path, line, "node without GPUs is not part of the GPU cluster picture")
                 continue
             nodes.append(GpuNode(name=name, gpu_count=gpus, gpu_model=(row.get("model") or "unknown").strip(),
-                                 cpu_milli=cpu, memory_mib=mem))
+                                 cpu_milli=cpu, memory_mib=mem, mig_profile=mig,
+                                 gpu_memory_gib=MigProfile.parse(mig).memory_gib if mig else 80.0))
     if not nodes:
         raise ValueError(f"{path}: no usable GPU nodes ({len(report.rejected)} rows rejected)")
     return nodes
