@@ -70,10 +70,14 @@ class Kube:
     def list_generativejobs(self) -> list[dict]:
         return self.custom.list_cluster_custom_object(GROUP, VERSION, "generativejobs").get("items", [])
 
-    def patch_generativejob_status(self, namespace: str, name: str, status: dict) -> None:
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, "generativejobs", name, {"status": status}
-        )
+    def patch_generativejob_status(self, namespace: str, name: str, status: dict,
+                                   resource_version: str | None = None) -> None:
+        """Merge ``status`` in; with ``resource_version``, only if the object is still at that version
+        (else ApiException 409)."""
+        body: dict = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "generativejobs", name, body)
 
     def read_secret(self, namespace: str, name: str, key: str) -> str | None:
         """One key of a Secret, decoded; None when the Secret or key is missing."""
