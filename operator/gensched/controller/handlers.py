@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from gensched import GROUP, VERSION
 from gensched.api import GenerativeJobSpec, SchedulingPolicySpec, format_validation_error
-from gensched.controller import lifecycle, serving_gpus
+from gensched.controller import job_cache, lifecycle, serving_gpus
 from gensched.controller.kube import kube
 from gensched.controller.reservations import RESERVATIONS
 from gensched.observe import metrics
@@ -44,6 +44,7 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
         settings.admission.managed = "gensched.io"
     workers = [a for svc in kube().list_owned_rayservices() for a in serving_gpus.held(svc)]
     conflicts = RESERVATIONS.rebuild(kube().list_nodes(), kube().list_owned_jobs(), workers)
+    job_cache.prime(kube().list_generativejobs())
     allocated, total, frag, nodes = RESERVATIONS.snapshot()
     metrics.update_cluster(allocated, total, frag, nodes)
     logger.info("cluster picture rebuilt: %d GPU nodes, %d/%d milli-GPU reserved, %d conflicts",
@@ -130,6 +131,12 @@ def free(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     if released is not None:
         logger.info("released GPUs %s on %s", released.gpu_indices, released.node)
     _publish()
+
+
+@kopf.on.event(*GJ)
+def mirror(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """Keep the operator's view of all GenerativeJobs current (capacity-aware plans read it)."""
+    job_cache.observe(type, dict(body))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": "gensched"})

@@ -15,7 +15,7 @@ import numpy as np
 from gensched.api import GenerativeJobSpec, SchedulingPolicySpec
 from gensched.api.durations import parse_duration, parse_instant, resolve_deadline, rfc3339
 from gensched.api.policy import TimingMode
-from gensched.controller import clock
+from gensched.controller import clock, job_cache
 from gensched.controller.kube import kube
 from gensched.controller.reservations import RESERVATIONS
 from gensched.controller.signals import SignalError, feed_for
@@ -165,11 +165,7 @@ def capacity_mask(forecast: Series, t: datetime, need: float, body: dict) -> np.
     me = (body["metadata"]["namespace"], body["metadata"]["name"])
     # Only plans made before mine bind me (then by name): two jobs never chase each other's plan.
     my_rank = ((body.get("status") or {}).get("decidedAt") or rfc3339(t), me)
-    try:
-        others = kube().list_generativejobs()
-    except Exception:
-        return None
-    for gj in others:
+    for gj in job_cache.jobs():
         if (gj["metadata"]["namespace"], gj["metadata"]["name"]) == me:
             continue
         st = gj.get("status") or {}
