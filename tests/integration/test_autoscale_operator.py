@@ -88,6 +88,11 @@ def test_operators_scale_on_their_own_metrics_and_hold_without_them(
     workers = json.loads(svc["metadata"]["annotations"]["gensched.io/worker-placements"])
     assert len(workers) == 3  # 0.25 + 4 x 0.5 + 0.25 = 2.5 GPUs -> 3 worker GPUs, more than gpu-a's 2
     assert {w["node"] for w in workers} == {"gpu-a", "gpu-b"}
+    pinned = {}  # each node's worker group runs exactly the workers reserved on that node
+    for g in svc["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
+        terms = g["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        pinned[terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0]] = g["replicas"]
+    assert pinned == {n: sum(w["node"] == n for w in workers) for n in ("gpu-a", "gpu-b")}
     st = wait_for(lambda: (cluster.gj("chat-llama") or {}).get("status", {}).get("operatorReplicas", {}).get("middle")
                   == 4 and cluster.gj("chat-llama")["status"], what="status.operatorReplicas")
     assert "middle 1 -> 4" in st["autoscaling"]["lastDecision"]

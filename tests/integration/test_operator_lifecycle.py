@@ -155,8 +155,8 @@ def test_serve_job_gets_a_rayservice_with_one_deployment_per_operator(
     # The operators' GPU shares (0.25 + 0.5 + 0.25) need one worker GPU, placed by the packing engine.
     workers = json.loads(svc["metadata"]["annotations"]["gensched.io/worker-placements"])
     assert [(w["node"], w["key"]) for w in workers] == [("gpu-a", "default/chat-llama#worker-0")]
-    group = svc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
-    assert group["replicas"] == 1
+    [group] = svc["spec"]["rayClusterConfig"]["workerGroupSpecs"]  # one group per reserved node
+    assert group["replicas"] == 1 and group["groupName"].startswith("gpu-workers-")
     terms = group["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["gpu-a"]
     # That GPU is not handed out again, also after an operator restart.

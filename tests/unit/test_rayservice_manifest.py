@@ -14,6 +14,8 @@ from ray.serve.schema import ServeDeploySchema
 
 from gensched.api import GenerativeJobSpec
 from gensched.autoscale import render_rayservice
+from gensched.controller import serving_gpus
+from gensched.packing import Allocation
 from tests.harness.tools import ROOT
 
 STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
@@ -53,7 +55,13 @@ RAYSERVICE = {
 @pytest.fixture
 def rendered() -> dict:
     doc = yaml.safe_load((ROOT / "workloads/examples/serve-llama-operators.yaml").read_text())
-    return render_rayservice("chat-llama", "default", GenerativeJobSpec.model_validate(doc["spec"]), {"a": "b"})
+    manifest = render_rayservice("chat-llama", "default", GenerativeJobSpec.model_validate(doc["spec"]), {"a": "b"})
+    # as the operator writes it: worker groups pinned per node by the packing engine's reservations
+    allocs = [Allocation(f"default/chat-llama#worker-{i}", node, (i,), 1000, 8.0, 1000, 4096)
+              for i, node in enumerate(["gpu-a", "gpu-b", "gpu-b"])]
+    serving_gpus.pin(manifest["spec"], manifest["metadata"], allocs)
+    assert len(manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]) == 2
+    return manifest
 
 
 def test_rayservice_uses_only_documented_fields(rendered: dict) -> None:

@@ -29,10 +29,28 @@ def test_pin_writes_replicas_affinity_and_a_readable_record() -> None:
     allocs = [Allocation(key=f"ns/chat#worker-{i}", node=n, gpu_indices=(g,), gpu_milli=1000, gpu_memory_gib=8.0,
                          cpu_milli=1000, memory_mib=4096) for i, (n, g) in enumerate([("b", 0), ("a", 3), ("b", 1)])]
     serving_gpus.pin(manifest["spec"], manifest["metadata"], allocs)
-    group = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
-    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 3
     assert manifest["spec"]["rayClusterConfig"]["enableInTreeAutoscaling"] is False
-    terms = group["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["a", "b"]
+
+    def by_node(spec: dict) -> dict[str, tuple[str, int]]:
+        out = {}
+        for g in spec["rayClusterConfig"]["workerGroupSpecs"]:
+            assert g["replicas"] == g["minReplicas"] == g["maxReplicas"]
+            terms = g["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            [node] = terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
+            out[node] = (g["groupName"], g["replicas"])
+        return out
+
+    # one group per node, as many workers as GPUs reserved there: the scheduler cannot move them
+    groups = by_node(manifest["spec"])
+    assert {n: r for n, (_, r) in groups.items()} == {"a": 1, "b": 2}
+    assert all(name.startswith("gpu-workers-") and len(name) == len("gpu-workers-") + 8 for name, _ in groups.values())
     assert serving_gpus.held(manifest) == allocs  # what a restarted operator reads back
     assert len(json.loads(manifest["metadata"]["annotations"][serving_gpus.ANN_WORKERS])) == 3
+    # re-pinning the live spec (a scale change) keeps each node's group name and drops emptied nodes
+    live = json.loads(json.dumps(manifest["spec"]))
+    serving_gpus.pin(live, {}, allocs[:2])
+    again = by_node(live)
+    assert again == {"a": (groups["a"][0], 1), "b": (groups["b"][0], 1)}
+    serving_gpus.pin(live, {}, [])
+    assert [(g["groupName"], g["replicas"]) for g in live["rayClusterConfig"]["workerGroupSpecs"]] == [
+        ("gpu-workers", 0)]

@@ -3,15 +3,20 @@
 Ray packs operator replicas (``num_gpus`` shares) into worker pods of one whole GPU each, so a
 RayService needs ``ceil(sum(replicas x share))`` GPUs. Each is reserved under the key
 ``NS/NAME#worker-I`` with the policy's packing strategy, recorded on the RayService
-(annotation ``gensched.io/worker-placements``, so a restart rebuilds them), and the worker group
-is pinned to the chosen nodes with required node affinity. Scaling down releases the last ones;
-scaling up that cannot be placed is refused with the reason (the replicas stay as they were).
+(annotation ``gensched.io/worker-placements``, so a restart rebuilds them). The GPU worker group
+becomes one group per chosen node, each pinned there by required node affinity with exactly as many
+replicas as GPUs reserved on that node, so where the workers run is what the cluster picture holds
+(one group over a set of nodes would let the scheduler put two where one was reserved). Scaling down
+releases the last ones; scaling up that cannot be placed is refused with the reason (the replicas stay).
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import math
+from collections import Counter
 
 from gensched.api import GenerativeJobSpec
 from gensched.autoscale import operator_plan
@@ -20,6 +25,7 @@ from gensched.controller.reservations import RESERVATIONS
 from gensched.packing import Allocation, GpuRequest
 
 ANN_WORKERS = "gensched.io/worker-placements"
+LABEL_GROUP = "gensched.io/worker-group"
 INGRESS = "Ingress"
 
 
@@ -77,19 +83,38 @@ def release_all(ns: str, name: str, svc: dict | None) -> None:
         RESERVATIONS.release(a.key)
 
 
+def group_name(base: str, node: str) -> str:
+    """A stable worker-group name per node (KubeRay puts it in pod names: keep it short and DNS-safe)."""
+    return f"{base}-{hashlib.sha1(node.encode()).hexdigest()[:8]}"
+
+
 def pin(spec: dict, metadata: dict, allocations: list[Allocation]) -> None:
-    """Write replicas, node affinity and the reservation record into a RayService manifest/patch."""
-    groups = spec.setdefault("rayClusterConfig", {}).get("workerGroupSpecs") or []
+    """Write per-node worker groups, node affinity and the reservation record into a RayService
+    manifest or patch (``workerGroupSpecs`` is replaced whole)."""
+    cluster = spec.setdefault("rayClusterConfig", {})
+    groups = cluster.get("workerGroupSpecs") or []
     if groups:
-        g = groups[0]
-        n = len(allocations)
+        template = copy.deepcopy(groups[0])
+        labels = template.setdefault("template", {}).setdefault("metadata", {}).setdefault("labels", {})
+        base = labels.get(LABEL_GROUP) or template["groupName"]
+        labels[LABEL_GROUP] = base  # re-pinning an existing RayService starts from the same base name
+        template["template"].setdefault("spec", {}).pop("affinity", None)
         # gensched owns the worker count (it holds their GPUs): KubeRay's own autoscaler stays off.
-        g["replicas"] = g["minReplicas"] = g["maxReplicas"] = n
-        spec["rayClusterConfig"]["enableInTreeAutoscaling"] = False
-        nodes = sorted({a.node for a in allocations})
-        tmpl = g.setdefault("template", {}).setdefault("spec", {})
-        if nodes:
-            tmpl["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": [{"key": HOSTNAME, "operator": "In", "values": nodes}]}]}}}
+        cluster["enableInTreeAutoscaling"] = False
+        per_node = Counter(a.node for a in allocations)
+        out = []
+        for node in sorted(per_node):
+            g = copy.deepcopy(template)
+            g["groupName"] = group_name(base, node)
+            g["replicas"] = g["minReplicas"] = g["maxReplicas"] = per_node[node]
+            g["template"]["spec"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": HOSTNAME, "operator": "In", "values": [node]}]}]}}}
+            out.append(g)
+        if not out:  # no GPU workers: keep one empty group so the shape stays valid
+            g = copy.deepcopy(template)
+            g["groupName"] = base
+            g["replicas"] = g["minReplicas"] = g["maxReplicas"] = 0
+            out.append(g)
+        cluster["workerGroupSpecs"] = out
     records = [json.loads(encode_allocation(a)) for a in allocations]
     metadata.setdefault("annotations", {})[ANN_WORKERS] = json.dumps(records, sort_keys=True)
