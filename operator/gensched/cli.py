@@ -80,7 +80,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from gensched.sim.explain import explain_file
 
-    return explain_file(Path(args.file))
+    return explain_file(Path(args.file), Path(args.profile) if args.profile else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="validate a GenerativeJob/SchedulingPolicy file and show the decisions")
     p.add_argument("file")
+    p.add_argument("--profile", default=None,
+                   help="a measured operator profile (profiler JSON): preview how each operator is sized")
     p.set_defaults(func=_cmd_explain)
     return parser
 

@@ -16,12 +16,15 @@ from gensched.api import GenerativeJobSpec, SchedulingPolicySpec, format_validat
 from gensched.api.durations import parse_duration, resolve_deadline
 from gensched.autoscale import operator_plan
 from gensched.autoscale.feasibility import GpuType, check_serve
+from gensched.autoscale.profiles import ModelProfile, ProfileError
+from gensched.autoscale.targets import operator_targets
 from gensched.packing.requests import request_for
 from gensched.timing import decide_start
 
 
-def explain_documents(docs: list[dict], now: datetime | None = None) -> tuple[list[str], int]:
-    """Lines to print and the number of invalid documents."""
+def explain_documents(docs: list[dict], now: datetime | None = None, profile: ModelProfile | None = None
+                      ) -> tuple[list[str], int]:
+    """Lines to print and the number of invalid documents (``profile``: preview per-operator sizing)."""
     now = now or datetime.now(UTC)
     lines: list[str] = []
     policy = SchedulingPolicySpec()
@@ -51,7 +54,7 @@ def explain_documents(docs: list[dict], now: datetime | None = None) -> tuple[li
             continue
         lines.append(f"{kind}/{name}: valid")
         if isinstance(spec, GenerativeJobSpec):
-            lines += _job_lines(name, spec, policy, policy_name, now)
+            lines += _job_lines(name, spec, policy, policy_name, now, profile)
         else:
             lines.append(f"  packing {spec.packing.strategy}, timing {spec.timing.mode}, "
                          f"autoscaling {spec.autoscaling.granularity}{' (default policy)' if spec.default else ''}")
@@ -59,7 +62,7 @@ def explain_documents(docs: list[dict], now: datetime | None = None) -> tuple[li
 
 
 def _job_lines(name: str, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, policy_name: str,
-               now: datetime) -> list[str]:
+               now: datetime, profile: ModelProfile | None = None) -> list[str]:
     req = request_for(name, spec)
     share = f"{req.whole_gpus} whole GPU(s)" if req.whole_gpus else f"{req.gpu_milli} milli-GPU of one GPU"
     out = [f"  {spec.mode}: {spec.model.name} {spec.model.parameters_billions:g}B {spec.model.precision} "
@@ -74,6 +77,7 @@ def _job_lines(name: str, spec: GenerativeJobSpec, policy: SchedulingPolicySpec,
         out.append("  model operators: " + ", ".join(
             f"{p.name} (layers {p.first_layer}-{p.last_layer}, {p.gpus:g} GPU/replica, {p.min_replicas}-"
             f"{p.max_replicas} replicas)" for p in plans))
+        out += _sizing_lines(spec, plans, policy, profile)
     if spec.batch is not None:
         deadline = resolve_deadline(spec.batch.deadline, now) if spec.batch.deadline else None
         est = parse_duration(spec.batch.estimated_duration) if spec.batch.estimated_duration else None
@@ -84,12 +88,39 @@ def _job_lines(name: str, spec: GenerativeJobSpec, policy: SchedulingPolicySpec,
     return out
 
 
-def explain_file(path: Path) -> int:
+def _sizing_lines(spec: GenerativeJobSpec, plans: list, policy: SchedulingPolicySpec,
+                  profile: ModelProfile | None) -> list[str]:
+    """How each operator will be sized: from a profile (previewed when given) or the policy's target."""
+    assert spec.serve is not None
+    ref = spec.serve.profile
+    if profile is None:
+        if ref is not None:
+            return [f"  sizing: from the profile in ConfigMap {ref.config_map} (key {ref.key}); pass "
+                    "--profile FILE to preview it"]
+        return [f"  sizing: every operator for {policy.autoscaling.target_ongoing_requests:g} requests in flight per "
+                "replica (the policy's targetOngoingRequests; set spec.serve.profile to size on measured latency)"]
+    ctx = ref.context_tokens if ref is not None else 1024
+    try:
+        targets = operator_targets(profile, {p.name: p.gpus for p in plans}, spec.serve.slo.tbt_ms, ctx)
+    except ProfileError as exc:
+        return [f"  sizing: the profile cannot be used: {exc}"]
+    return [f"  sizing from the profile ({ctx} context tokens): " + ", ".join(
+        f"{t.name} {t.target_ongoing} in flight per replica within {t.budget_ms:.1f} ms" for t in targets.values())]
+
+
+def explain_file(path: Path, profile_path: Path | None = None) -> int:
     try:
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     except (OSError, yaml.YAMLError) as exc:
         print(f"cannot read {path}: {exc}")
         return 2
-    lines, invalid = explain_documents(docs)
+    profile = None
+    if profile_path is not None:
+        try:
+            profile = ModelProfile.from_json(profile_path.read_text(), where=f"profile {profile_path}")
+        except (OSError, ProfileError) as exc:
+            print(f"cannot use {profile_path}: {exc}")
+            return 2
+    lines, invalid = explain_documents(docs, profile=profile)
     print("\n".join(lines))
     return 1 if invalid else 0
