@@ -194,3 +194,10 @@ def test_a_measured_profile_sizes_each_operator_and_is_required_before_deploying
              what="ProfileInvalid warning")
     wait_for(lambda: replicas(cluster) == {"embed-early": 7, "middle": 7, "late-head": 7}, timeout=60,
              what="policy target (1 per replica) after the profile is gone")
+
+    # Model granularity: the operators scale as one unit, sized by the most constrained one (middle: 4)
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(profile_cm))
+    policy["spec"]["autoscaling"]["granularity"] = "Model"
+    crds("apply", "-f", "-", stdin=yaml.safe_dump(policy))
+    wait_for(lambda: replicas(cluster) == {"embed-early": 2, "middle": 2, "late-head": 2}, timeout=60,
+             what="every operator at ceil(7 / 4) under Model granularity")

@@ -116,6 +116,9 @@ def autoscale(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec,
         # Model-level: every operator follows the busiest one, so the model scales as one unit.
         busiest = max(observed.values(), key=lambda o: o.ongoing or 0.0)
         observed = dict.fromkeys(current, busiest)
+        # ... and a model replica is sized by its most constrained operator (the smallest target)
+        tightest = min(limits.values(), key=lambda lim: lim.target_ongoing)
+        limits = dict.fromkeys(current, tightest)
     changes = decide(t, current, observed, limits, states, settings)
     auto["states"] = {k: {"lastChange": v.last_change if math.isfinite(v.last_change) else None,
                           "recent": [list(x) for x in v.recent]} for k, v in states.items()}
