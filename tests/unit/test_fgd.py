@@ -106,3 +106,15 @@ def test_two_fragmenters_on_one_state_both_see_every_change() -> None:
     fresh = Fragmenter(state, mix).node_frag
     for placer in (fgd, gen):
         assert np.allclose(placer.fragmenter(state).node_frag, fresh)  # type: ignore[attr-defined]
+
+
+def test_gensched_breaks_fgd_ties_away_from_cpu_stranding() -> None:
+    """Both nodes look the same to FGD (one more task still fits either), but on ``a`` its 7 idle GPUs
+    would keep 8 cores where GPU tasks bring 4 each: Gensched takes ``b``, FGD the first node."""
+    nodes = [GpuNode("a", 8, "A100", 80.0, 12_000, 262144), GpuNode("b", 8, "A100", 80.0, 64_000, 262144)]
+    mix = TaskMix.from_requests([GpuRequest(f"t{i}", whole_gpus=1, cpu_milli=4000) for i in range(10)])
+    req = GpuRequest("x", whole_gpus=1, cpu_milli=4000)
+    fgd = get_placer("FGD", mix=mix).place(ClusterState(nodes), req)
+    gen = get_placer("Gensched", mix=mix).place(ClusterState(nodes), req)
+    assert isinstance(fgd, Allocation) and isinstance(gen, Allocation)
+    assert (fgd.node, gen.node) == ("a", "b")
