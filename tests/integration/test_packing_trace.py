@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -31,14 +32,19 @@ def test_trace_matches_its_readme(default_trace: tuple) -> None:
 
 
 def test_fgd_reproduces_the_published_result_and_gensched_beats_it(default_trace: tuple) -> None:
+    """Tie-breaks move single seeds by tenths of a point, so the claim is on the median of three."""
     nodes, reqs = default_trace
     mix = TaskMix.from_requests(reqs)
-    workload = inflate(reqs, 6212 * 1000, 1.3, 42)
-    assert sum(r.milli_total for r in workload) <= 1.3 * 6212 * 1000
-    fgd = run_arrivals(nodes, workload, "FGD", mix, 42)
-    gen = run_arrivals(nodes, workload, "Gensched", mix, 42)
+    fgd_runs, gen_runs = [], []
+    for seed in (42, 43, 44):
+        workload = inflate(reqs, 6212 * 1000, 1.3, seed)
+        assert sum(r.milli_total for r in workload) <= 1.3 * 6212 * 1000
+        fgd_runs.append(run_arrivals(nodes, workload, "FGD", mix, seed))
+        gen_runs.append(run_arrivals(nodes, workload, "Gensched", mix, seed))
+    fgd = fgd_runs[0]
     assert abs(100 * fgd.allocated_gpu_ratio - 95.40) <= 0.5  # FGD paper, default trace, 130%
-    assert gen.allocated_gpu_ratio >= fgd.allocated_gpu_ratio
+    assert statistics.median(r.allocated_gpu_ratio for r in gen_runs) >= statistics.median(
+        r.allocated_gpu_ratio for r in fgd_runs)
     assert len(fgd.allocation_curve) == 129 and fgd.allocation_curve[49] == pytest.approx(0.50, abs=0.01)
     assert fgd.failed_pods > 0 and fgd.decision_p99_ms < 50
 
