@@ -55,6 +55,14 @@ def fast_operator(cluster: Cluster, tmp_path: Path) -> Iterator[OperatorProcess]
     op.stop()
 
 
+def serve_policy(prometheus_url: str, target: float) -> dict:
+    """The default policy these tests scale under: no cool-down or stabilization, so every pass may act."""
+    return {"apiVersion": "gensched.io/v1alpha1", "kind": "SchedulingPolicy", "metadata": {"name": "serve"},
+            "spec": {"default": True, "autoscaling": {
+                "prometheusUrl": prometheus_url, "intervalSeconds": 5, "cooldownSeconds": 0,
+                "scaleDownStabilizationSeconds": 0, "targetOngoingRequests": target}}}
+
+
 def replicas(cluster: Cluster) -> dict[str, int]:
     svc = cluster.get("ray.io", "rayservices", "default", "chat-llama") or {"spec": {}}
     app = (yaml.safe_load(svc["spec"].get("serveConfigV2") or "{}") or {}).get("applications") or [{}]
@@ -68,10 +76,7 @@ def test_operators_scale_on_their_own_metrics_and_hold_without_them(
     for name in OPS:
         ray_metrics.load(name, 0.5)
     ray_metrics.load("middle", 6.0, queued=1.0)  # the busy operator: 7 in flight
-    policy = {"apiVersion": "gensched.io/v1alpha1", "kind": "SchedulingPolicy", "metadata": {"name": "serve"},
-              "spec": {"default": True, "autoscaling": {
-                  "prometheusUrl": prom.url, "intervalSeconds": 5, "cooldownSeconds": 0,
-                  "scaleDownStabilizationSeconds": 0, "targetOngoingRequests": 2}}}
+    policy = serve_policy(prom.url, target=2)
     crds("apply", "-f", "-", stdin=yaml.safe_dump(policy))
     cluster.add_node("gpu-a", gpus=2)
     crds("apply", "-f", str(EXAMPLE))
@@ -157,10 +162,7 @@ def test_a_measured_profile_sizes_each_operator_and_is_required_before_deploying
     prom = prometheus_server(targets=[f"127.0.0.1:{ray_metrics.port}"])
     for name in OPS:
         ray_metrics.load(name, 7.0)  # the same load everywhere: only the profiles differ
-    policy = {"apiVersion": "gensched.io/v1alpha1", "kind": "SchedulingPolicy", "metadata": {"name": "serve"},
-              "spec": {"default": True, "autoscaling": {
-                  "prometheusUrl": prom.url, "intervalSeconds": 5, "cooldownSeconds": 0,
-                  "scaleDownStabilizationSeconds": 0, "targetOngoingRequests": 1}}}
+    policy = serve_policy(prom.url, target=1)
     crds("apply", "-f", "-", stdin=yaml.safe_dump(policy))
     cluster.add_node("gpu-a", gpus=8)
     doc = yaml.safe_load(EXAMPLE.read_text())

@@ -17,6 +17,8 @@ from gensched.api.generativejob import GenerativeJobSpec
 RAY_VERSION = "2.40.0"
 SERVE_IMPORT_PATH = "gensched_workloads.serve_app:build_app"
 
+INGRESS = "Ingress"  # the HTTP entry deployment; every other deployment is a model operator
+
 
 @dataclass(frozen=True)
 class OperatorPlan:
@@ -59,7 +61,7 @@ def render_rayservice(name: str, namespace: str, spec: GenerativeJobSpec, labels
         }
         for p in plans
     ]
-    deployments.append({"name": "Ingress", "num_replicas": 1, "ray_actor_options": {"num_cpus": 1}})
+    deployments.append({"name": INGRESS, "num_replicas": 1, "ray_actor_options": {"num_cpus": 1}})
     serve_config = {
         "applications": [
             {

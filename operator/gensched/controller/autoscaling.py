@@ -20,18 +20,18 @@ from gensched.api.durations import parse_instant, rfc3339
 from gensched.api.policy import Granularity
 from gensched.autoscale.policy import Limits, OperatorState, Settings, decide
 from gensched.autoscale.profiles import ProfileError
+from gensched.autoscale.rayservice import INGRESS
 from gensched.controller import clock, serve_profile, serving_gpus
 from gensched.controller.kube import kube
 from gensched.controller.step import Step
 from gensched.observe import metrics
 from gensched.observe.serve_metrics import MetricsUnavailable, observe
 
-INGRESS = "Ingress"
 MAX_BACKOFF_S = 600
 
 
-def _limits(ns: str, spec: GenerativeJobSpec, default_target: float, deployments: list[dict], status: dict,
-            step: Step, auto: dict) -> dict[str, Limits]:
+def _limits(ns: str, spec: GenerativeJobSpec, default_target: float, deployments: list[dict], step: Step,
+            auto: dict) -> dict[str, Limits]:
     """Per-operator limits: from the job's measured profile when it has one, else the policy's target.
 
     A profile that cannot be used (missing, incomplete, SLO out of reach) falls back to the policy's
@@ -40,21 +40,15 @@ def _limits(ns: str, spec: GenerativeJobSpec, default_target: float, deployments
     assert spec.serve is not None
     lo, hi = spec.serve.min_replicas, spec.serve.max_replicas
     names = [d["name"] for d in deployments]
-    fallback = {n: Limits(lo, hi, default_target) for n in names}
     try:
         found = serve_profile.targets(ns, spec, deployments)
     except ProfileError as exc:
-        was_ok = not any(c.get("type") == "ProfileApplied" and c.get("status") == "False"
-                         for c in status.get("conditions") or [])
         msg = f"{exc}; sizing every operator for {default_target:g} requests in flight (the policy's target)"
-        step.condition("ProfileApplied", False, "ProfileInvalid", msg)
-        if was_ok:
-            step.events.append(("Warning", "ProfileInvalid", msg))
-        auto["sizing"] = {n: {"targetOngoing": default_target, "source": "policy"} for n in names}
-        return fallback
+        step.alert("ProfileApplied", False, "ProfileInvalid", msg, "ProfileInvalid")
+        found = None
     if found is None:
         auto["sizing"] = {n: {"targetOngoing": default_target, "source": "policy"} for n in names}
-        return fallback
+        return {n: Limits(lo, hi, default_target) for n in names}
     assert spec.serve.profile is not None
     step.condition("ProfileApplied", True, "Profiled",
                    f"operators sized from ConfigMap {spec.serve.profile.config_map}: " + ", ".join(
@@ -96,12 +90,8 @@ def autoscale(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec,
         failures = int(auto.get("failures", 0)) + 1
         backoff = min(cfg.interval_seconds * 2 ** failures, MAX_BACKOFF_S)
         auto.update(failures=failures, nextAttempt=rfc3339(now + timedelta(seconds=backoff)))
-        was_ok = not any(c.get("type") == "MetricsAvailable" and c.get("status") == "False"
-                         for c in status.get("conditions") or [])
         msg = f"{exc}; keeping replicas {current}, next try in {backoff:.0f} s"
-        step.condition("MetricsAvailable", False, "NoMetrics", msg)
-        if was_ok:
-            step.events.append(("Warning", "MetricsUnavailable", msg))
+        step.alert("MetricsAvailable", False, "NoMetrics", msg, "MetricsUnavailable")
         step.status["autoscaling"] = auto
         step.status["operatorReplicas"] = current
         return
@@ -110,7 +100,7 @@ def autoscale(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec,
     t = now.timestamp()
     states = {k: OperatorState(v.get("lastChange", -math.inf), [tuple(x) for x in v.get("recent", [])])
               for k, v in (auto.get("states") or {}).items()}
-    limits = _limits(ns, spec, cfg.target_ongoing_requests, deployments, status, step, auto)
+    limits = _limits(ns, spec, cfg.target_ongoing_requests, deployments, step, auto)
     settings = Settings(cfg.cooldown_seconds, cfg.scale_down_stabilization_seconds, cfg.scale_up_step)
     if cfg.granularity == Granularity.MODEL and current:
         # Model-level: every operator follows the busiest one, so the model scales as one unit.

@@ -207,10 +207,10 @@ def _serve(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, st
     step.status["rayServiceName"] = name
     svc = kube().get_rayservice(ns, name)
     manifest = render_rayservice(name, ns, spec, {**MANAGED_BY, "gensched.io/job": name})
+    deployments = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"][0]["deployments"]
     problems = [(p.reason, p.message) for p in check_serve(spec, [GpuType(m, g) for m, g in RESERVATIONS.gpu_types()])]
     try:
-        serve_profile.targets(ns, spec, yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"][0]
-                              ["deployments"])
+        serve_profile.targets(ns, spec, deployments)
     except ProfileError as exc:
         problems.append(("ProfileInvalid", str(exc)))
     if problems:
@@ -222,8 +222,7 @@ def _serve(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, st
     else:
         step.condition("Feasible", True, "Servable", "the model and SLOs fit the cluster's GPUs")
     if svc is not None and spec_changed:
-        app = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"][0]
-        allocs, why = serving_gpus.place(ns, name, serving_gpus.worker_gpus(app["deployments"]),
+        allocs, why = serving_gpus.place(ns, name, serving_gpus.worker_gpus(deployments),
                                          policy.packing.strategy, serving_gpus.held(svc), spec)
         if why:
             step.events.append(("Warning", "SpecChangeBlocked", f"not applied: {why}"))
@@ -236,8 +235,7 @@ def _serve(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, st
                                     f"updated RayService {name}: KubeRay rolls the Serve application to the new spec"))
     if svc is None:
         manifest["metadata"]["ownerReferences"] = [owner_reference(body)]
-        app = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"][0]
-        need = serving_gpus.worker_gpus(app["deployments"])
+        need = serving_gpus.worker_gpus(deployments)
         allocs, why = serving_gpus.place(ns, name, need, policy.packing.strategy, [], spec)
         if why:
             step.condition("Placed", False, "Unschedulable", why)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from gensched.api import GenerativeJobSpec
 from gensched.autoscale.profiles import ModelProfile, ProfileError
+from gensched.autoscale.rayservice import INGRESS
 from gensched.autoscale.targets import OperatorTarget, operator_targets
 from gensched.controller.kube import kube
-
-INGRESS = "Ingress"
 
 
 def deployment_shares(deployments: list[dict]) -> dict[str, float]:

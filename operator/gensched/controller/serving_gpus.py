@@ -20,13 +20,13 @@ from collections import Counter
 
 from gensched.api import GenerativeJobSpec
 from gensched.autoscale import operator_plan
+from gensched.autoscale.rayservice import INGRESS
 from gensched.controller.objects import HOSTNAME, decode_allocation, encode_allocation
 from gensched.controller.reservations import RESERVATIONS
 from gensched.packing import Allocation, GpuRequest
 
 ANN_WORKERS = "gensched.io/worker-placements"
 LABEL_GROUP = "gensched.io/worker-group"
-INGRESS = "Ingress"
 
 
 def worker_memory(spec: GenerativeJobSpec) -> float:

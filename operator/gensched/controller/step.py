@@ -43,6 +43,16 @@ class Step:
         self._conditions = set_condition(self._conditions, type_, ok, reason, message, now(), self._gen)
         self._set[type_] = (ok, reason, message)
 
+    def alert(self, type_: str, ok: bool, reason: str, message: str, event: str) -> None:
+        """Set a condition and raise one Warning Event ``event`` only when it enters this status (the
+        next passes re-assert it quietly)."""
+        status = "True" if ok else "False"
+        entered = not any(c.get("type") == type_ and c.get("status") == status
+                          for c in (self.body.get("status") or {}).get("conditions") or [])
+        self.condition(type_, ok, reason, message)
+        if entered:
+            self.events.append(("Warning", event, message))
+
     @property
     def conditions(self) -> list[dict]:
         """The conditions as this pass leaves them (on the list the pass started from)."""

@@ -97,7 +97,7 @@ def _plan_carbon(body: dict, spec: GenerativeJobSpec, policy_name: str, policy: 
     interruptible = bool(spec.batch and spec.batch.interruptible)
     usable = capacity_mask(forecast, t, _gpus(spec), body) if forecast is not None else None
     decision = decide_start(t, timing, deadline, estimated, forecast, interruptible, degraded, usable)
-    _signal_condition(step, status, degraded, origin)
+    _signal_condition(step, degraded, origin)
     _warn(step, decision, deadline)
     s = step.status
     s["plannedStart"] = rfc3339(decision.start)
@@ -136,19 +136,12 @@ def _gpu_model(spec: GenerativeJobSpec) -> str | None:
 def _warn(step: Step, decision: TimingDecision, deadline: datetime | None) -> None:
     if decision.warning:
         kind = "DeadlineAtRisk" if deadline and "deadline" in decision.warning else "TimingDegraded"
-        step.condition(kind, True, "Timing", decision.warning)
-        old = (step.body.get("status") or {}).get("conditions") or []
-        if not any(c.get("type") == kind and c.get("status") == "True" for c in old):
-            step.events.append(("Warning", "Timing", decision.warning))
+        step.alert(kind, True, "Timing", decision.warning, "Timing")
 
 
-def _signal_condition(step: Step, status: dict, degraded: str | None, origin: str) -> None:
-    was_ok = not any(c.get("type") == "SignalAvailable" and c.get("status") == "False"
-                     for c in status.get("conditions") or [])
+def _signal_condition(step: Step, degraded: str | None, origin: str) -> None:
     if degraded:
-        step.condition("SignalAvailable", False, "SignalDegraded", degraded)
-        if was_ok:
-            step.events.append(("Warning", "SignalDegraded", degraded))
+        step.alert("SignalAvailable", False, "SignalDegraded", degraded, "SignalDegraded")
     else:
         step.condition("SignalAvailable", True, "SignalFresh", f"carbon intensity from {origin}")
 
