@@ -171,6 +171,8 @@ def generativejob_crd() -> dict:
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "GPUs", "type": "number", "jsonPath": ".spec.resources.gpus"},
             {"name": "Node", "type": "string", "jsonPath": ".status.placement.node"},
+            {"name": "Queue", "type": "integer", "jsonPath": ".status.queue.position"},
+            {"name": "Waiting", "type": "string", "jsonPath": ".status.queue.reason"},
             {"name": "Start", "type": "date", "jsonPath": ".status.plannedStart"},
             {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
             AGE,

@@ -214,6 +214,34 @@ class BudgetSpec(KubeModel):
     max_gpu_hours: float = Field(gt=0, description="GPU-hours the job may use (GPUs x hours).")
 
 
+class TolerationOperator(StrEnum):
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class Toleration(KubeModel):
+    """Lets the job use nodes with a matching NoSchedule taint (as a Pod toleration does).
+
+    The NVIDIA GPU taint ``nvidia.com/gpu:NoSchedule`` is always tolerated; other NoSchedule taints
+    keep the job off a node unless a toleration here matches it.
+    """
+
+    key: str | None = Field(default=None, max_length=316,
+                            description="Taint key to match; empty with operator Exists matches every taint.")
+    operator: TolerationOperator = Field(default=TolerationOperator.EQUAL,
+                                         description="Equal (key and value match) or Exists (key matches).")
+    value: str | None = Field(default=None, max_length=63, description="Taint value (operator Equal).")
+    effect: str | None = Field(default=None, pattern=r"^(NoSchedule|PreferNoSchedule|NoExecute)$",
+                               description="Taint effect to match; empty matches every effect.")
+
+    def matches(self, key: str, value: str | None, effect: str | None) -> bool:
+        if self.effect and effect and self.effect != effect:
+            return False
+        if self.operator == TolerationOperator.EXISTS:
+            return not self.key or self.key == key
+        return self.key == key and (self.value or "") == (value or "")
+
+
 class GenerativeJobSpec(KubeModel):
     """Desired state of a GenerativeJob."""
 
@@ -235,6 +263,15 @@ class GenerativeJobSpec(KubeModel):
         default=None, description="SchedulingPolicy name; default: the policy marked default."
     )
     budget: BudgetSpec | None = None
+    priority: int | None = Field(
+        default=None, ge=-2_147_483_648, le=1_000_000_000,
+        description="Queue priority (higher first); overrides priorityClassName. Default: the PriorityClass, else 0.")
+    priority_class_name: str | None = Field(
+        default=None, pattern=DNS_SUBDOMAIN, max_length=253,
+        description="A scheduling.k8s.io/v1 PriorityClass whose value is the job's priority.")
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32,
+        description="Tolerations for NoSchedule node taints (nvidia.com/gpu is always tolerated).")
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerativeJobSpec:
@@ -346,6 +383,18 @@ class AutoscalingStatus(KubeModel):
                     "source (profile or policy).")
 
 
+class QueueStatus(KubeModel):
+    """Where a waiting job stands in the scheduler's queue (written by each scheduling cycle)."""
+
+    position: int | None = Field(default=None, description="1 = next to be placed, among all waiting jobs.")
+    priority: int | None = Field(default=None, description="Effective priority (spec, PriorityClass or 0).")
+    reason: str | None = Field(default=None, description="What it waits for: Unschedulable, QuotaExceeded, ...")
+    waiting_for: str | None = Field(default=None, description="The limit that holds it, in words.")
+    queued_at: str | None = Field(default=None, description="When it entered the queue (age order).")
+    reserved_node: str | None = Field(default=None, description="Node held for it (head of the queue).")
+    preemptions: int = Field(default=0, description="Times it was suspended to make room for other work.")
+
+
 class GenerativeJobStatus(KubeModel):
     """Observed state of a GenerativeJob, written only by the operator."""
 
@@ -368,6 +417,7 @@ class GenerativeJobStatus(KubeModel):
     ray_service_name: str | None = Field(default=None, description="The RayService created for Serve mode.")
     operator_replicas: dict[str, int] = Field(default_factory=dict, description="Replicas per model operator.")
     autoscaling: AutoscalingStatus | None = None
+    queue: QueueStatus | None = None
 
 
 class GenerativeJob(KubeModel):

@@ -229,11 +229,59 @@ class AutoscalingSpec(KubeModel):
     scale_up_step: int = Field(default=4, ge=1, le=100, description="Most replicas added to one operator at once.")
 
 
+class QueueingSpec(KubeModel):
+    """How the scheduling cycle orders, backfills and makes room (cluster-wide: read from every policy,
+    the strictest setting wins)."""
+
+    backfill: bool = Field(
+        default=True,
+        description="Let later jobs start when they cannot delay the head job's reserved start (EASY backfill).")
+    preemption: bool = Field(
+        default=True, description="A higher-priority job may suspend lower-priority interruptible batch jobs.")
+    defragmentation: bool = Field(
+        default=True,
+        description="Move interruptible batch jobs (suspend, re-place) to open room for the head job.")
+    max_preemptions_per_cycle: int = Field(default=4, ge=0, le=100,
+                                           description="Most jobs suspended by one scheduling cycle.")
+    max_moves_per_cycle: int = Field(default=2, ge=0, le=100,
+                                     description="Most jobs moved by one scheduling cycle to defragment.")
+    cycle_seconds: float = Field(default=2.0, ge=0.1, le=300,
+                                 description="Longest time between two scheduling cycles (events wake it sooner).")
+
+
+class NamespaceQuota(KubeModel):
+    """GPU quota of one namespace; namespaces in one cohort may borrow each other's idle quota."""
+
+    namespace: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63,
+                           description="The namespace this quota binds.")
+    max_gpus: float | None = Field(default=None, ge=0, le=100_000,
+                                   description="GPUs its running jobs may hold at once (shares count as fractions).")
+    max_gpu_hours: float | None = Field(default=None, ge=0, le=1e9,
+                                        description="GPU-hours its jobs may start per period (estimated use).")
+    period: str = Field(default="24h", pattern=DURATION_PATTERN,
+                        description="Length of the GPU-hours accounting period, e.g. 24h or 7d.")
+    cohort: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63,
+                               description="Named group of namespaces that lend each other idle GPU quota.")
+    borrowing: bool = Field(default=False,
+                            description="May use idle maxGpus quota of other namespaces in its cohort.")
+
+
 class SchedulingPolicySpec(KubeModel):
     default: bool = Field(default=False, description="Applies to jobs without spec.policyRef.")
     packing: PackingSpec = Field(default_factory=PackingSpec)
     timing: TimingSpec = Field(default_factory=TimingSpec)
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    queueing: QueueingSpec = Field(default_factory=QueueingSpec)
+    quotas: list[NamespaceQuota] = Field(default_factory=list, max_length=1000,
+                                         description="Per-namespace GPU quotas (cluster-wide, from every policy).")
+
+    @model_validator(mode="after")
+    def _unique_quotas(self) -> SchedulingPolicySpec:
+        names = [q.namespace for q in self.quotas]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"quotas: namespace {', '.join(dup)} listed twice: keep one entry per namespace")
+        return self
 
 
 class SchedulingPolicy(KubeModel):
