@@ -41,6 +41,8 @@ class GpuNode:
     cpu_milli: int = 64_000
     memory_mib: int = 512 * 1024
     mig_profile: str = ""  # MIG single strategy: every GPU cut into instances of this profile (``mig.py``)
+    schedulable: bool = True  # False: cordoned; what runs there stays counted, nothing new goes there
+    taints: tuple[tuple[str, str | None, str], ...] = ()  # (key, value, effect) that keep work off
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,8 @@ class ClusterState:
         self.cpu_free = self.cpu_total.copy()
         self.mem_free = self.mem_total.copy()
         self.model_id = np.array([model_index[n.gpu_model] for n in nodes], dtype=np.int64)
+        self.cordoned = np.array([not n.schedulable for n in nodes], dtype=bool)
+        self.blocked = self.cordoned.copy()  # nodes new work may not use now (cordoned, or masked by a caller)
         self._allocs: dict[str, Allocation] = {}
         self.version = 0  # bumped on every change; policies cache per-node work against it
         self.row_version = np.zeros(len(nodes), dtype=np.int64)  # version of each node's last change
@@ -199,7 +203,7 @@ class ClusterState:
 
     def feasible(self, req: GpuRequest) -> np.ndarray:
         """Filter step: which nodes could take ``req`` now (bool per node)."""
-        ok = (self.cpu_free >= req.cpu_milli) & (self.mem_free >= req.memory_mib)
+        ok = (self.cpu_free >= req.cpu_milli) & (self.mem_free >= req.memory_mib) & ~self.blocked
         if req.cpu_only:
             return ok
         ok &= self.model_mask(req)
@@ -230,6 +234,37 @@ class ClusterState:
         if self.mig[row]:
             return int(self.slice_milli[row]), float(self.slice_mem[row])
         return req.per_gpu_milli, req.gpu_memory_gib
+
+    def mask(self, rows: np.ndarray | None) -> None:
+        """Block ``rows`` (bool per node, or None for none) for new placements, on top of cordoned nodes.
+
+        The scheduling cycle masks nodes a job may not use (taints, a node held for the head job)."""
+        self.blocked = self.cordoned if rows is None else (self.cordoned | rows)
+
+    def fits_node(self, row: int, req: GpuRequest, free: np.ndarray | None = None,
+                  mem_free: np.ndarray | None = None, cpu_free: int | None = None,
+                  memory_free: int | None = None) -> bool:
+        """Would ``req`` fit node ``row`` given these free amounts (default: what is free now)?
+
+        Used to ask "when would it fit" with capacity that running work will give back."""
+        free = self.gpu_free[row] if free is None else free
+        mem_free = self.gpu_mem_free[row] if mem_free is None else mem_free
+        cpu = int(self.cpu_free[row]) if cpu_free is None else cpu_free
+        mem = int(self.mem_free[row]) if memory_free is None else memory_free
+        if cpu < req.cpu_milli or mem < req.memory_mib:
+            return False
+        if req.cpu_only:
+            return True
+        if req.gpu_models and self.models[int(self.model_id[row])] not in req.gpu_models:
+            return False
+        if self.mig[row]:
+            if not req.shared or req.gpu_milli > self.slice_milli[row] or req.gpu_memory_gib > self.slice_mem[row]:
+                return False
+            need_milli, need_mem = int(self.slice_milli[row]), float(self.slice_mem[row])
+        else:
+            need_milli, need_mem = req.per_gpu_milli, req.gpu_memory_gib
+        room = (free >= need_milli) & (mem_free >= need_mem - 1e-9)
+        return int(room.sum()) >= req.gpu_count
 
     # -- changing
     def reserve(self, alloc: Allocation) -> None:
