@@ -11,7 +11,16 @@ from pydantic import Field, field_validator, model_validator
 
 from gensched.api.base import KubeModel
 from gensched.api.conditions import Condition
-from gensched.api.durations import DURATION_PATTERN, parse_duration, resolve_deadline
+from gensched.api.durations import (
+    DURATION_PATTERN,
+    MAX_JOB_SPAN,
+    check_duration,
+    format_duration,
+    parse_duration,
+    resolve_deadline,
+)
+from gensched.api.errors import show
+from gensched.api.quantity import QUANTITY, parse_quantity
 from gensched.api.sizing import model_memory_gib
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -76,11 +85,23 @@ class ResourcesSpec(KubeModel):
         default_factory=list,
         description="Allowed GPU models (values of the nvidia.com/gpu.product node label); empty: any.",
     )
-    cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU request (Kubernetes quantity).")
-    memory: str = Field(
-        default="4Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
-        description="Memory request (Kubernetes quantity).",
-    )
+    cpu: str = Field(default="1", pattern=QUANTITY, max_length=64,
+                     description="CPU request (Kubernetes quantity such as 500m, 2 or 1.5).")
+    memory: str = Field(default="4Gi", pattern=QUANTITY, max_length=64,
+                        description="Memory request (Kubernetes quantity such as 4Gi, 512Mi or 1e9).")
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _positive_quantity(cls, v: str) -> str:
+        try:
+            value = parse_quantity(v)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        if value <= 0:
+            raise ValueError(f"{v!r} must be above zero")
+        if value > 10**18:
+            raise ValueError(f"{v!r} is larger than any node")
+        return v
 
     @field_validator("gpus")
     @classmethod
@@ -125,13 +146,16 @@ class BatchSpec(KubeModel):
         if v is not None:
             from datetime import UTC, datetime
 
-            resolve_deadline(v, datetime.now(UTC))
+            now = datetime.now(UTC)
+            if resolve_deadline(v, now) - now > MAX_JOB_SPAN:  # an RFC 3339 time too far ahead
+                raise ValueError(f"batch.deadline {show(v)} is more than {format_duration(MAX_JOB_SPAN)} ahead: "
+                                 f"deadlines may be at most {format_duration(MAX_JOB_SPAN)} from now")
         return v
 
     @field_validator("estimated_duration")
     @classmethod
     def _duration_positive(cls, v: str | None) -> str | None:
-        if v is not None and parse_duration(v).total_seconds() <= 0:
+        if v is not None and check_duration(v, MAX_JOB_SPAN, "batch.estimatedDuration").total_seconds() <= 0:
             raise ValueError("must be longer than zero, e.g. '30m'")
         return v
 
@@ -144,25 +168,136 @@ class SLOSpec(KubeModel):
     percentile: float = Field(default=99.0, gt=50, lt=100, description="Percentile the SLOs hold at.")
 
 
+class OperatorType(StrEnum):
+    """What a model operator holds. ``Layers`` is a pipeline stage (consecutive layers of any model);
+    the others name an operator by the kind of work it does, which is what differs in load."""
+
+    LAYERS = "Layers"  # consecutive layers (pipeline stage)
+    MODEL = "Model"  # the whole model (with ``phase``: prefill/decode disaggregation)
+    EMBEDDING = "Embedding"  # token embedding and LM head
+    ATTENTION = "Attention"  # attention of every layer (and the norms, the MoE router); keeps the KV cache
+    FFN = "FFN"  # dense feed-forward of every layer
+    EXPERTS = "Experts"  # mixture-of-experts feed-forward: all experts, or the range in ``experts``
+    TEXT_ENCODER = "TextEncoder"
+    DENOISER = "Denoiser"  # UNet / DiT, every denoising step
+    VAE_DECODER = "VAEDecoder"
+    CONTROLNET = "ControlNet"  # adapter, shared by the workflows that use it
+    LORA = "LoRA"  # adapter, shared by the workflows that use it
+
+
+class OperatorPhase(StrEnum):
+    PREFILL = "Prefill"
+    DECODE = "Decode"
+
+
+class ModelFamily(StrEnum):
+    DENSE = "DenseLM"
+    MOE = "MoE"
+    DIFFUSION = "Diffusion"
+
+
+_T = OperatorType
+# Operator types each model family has, and what every typed split of it must contain.
+FAMILY_TYPES: dict[str, tuple[str, ...]] = {
+    ModelFamily.DENSE: (_T.LAYERS, _T.MODEL, _T.EMBEDDING, _T.ATTENTION, _T.FFN),
+    ModelFamily.MOE: (_T.LAYERS, _T.MODEL, _T.EMBEDDING, _T.ATTENTION, _T.EXPERTS),
+    ModelFamily.DIFFUSION: (_T.TEXT_ENCODER, _T.DENOISER, _T.VAE_DECODER, _T.CONTROLNET, _T.LORA),
+}
+REQUIRED_TYPES: dict[str, tuple[str, ...]] = {
+    ModelFamily.DENSE: (_T.EMBEDDING, _T.ATTENTION, _T.FFN),
+    ModelFamily.MOE: (_T.EMBEDDING, _T.ATTENTION, _T.EXPERTS),
+    ModelFamily.DIFFUSION: (_T.TEXT_ENCODER, _T.DENOISER, _T.VAE_DECODER),
+}
+# Share of model.parametersBillions an operator of each type holds when it does not say
+# (Llama-2-7B: embedding+head 4%, attention 32%, FFN 64%; Mixtral-8x7B: 1% / 3% / 96% experts;
+# Stable Diffusion 1.5: CLIP text encoder 12%, UNet 81%, VAE decoder 7%, a ControlNet 34% more).
+DEFAULT_WEIGHT_SHARE: dict[str, dict[str, float]] = {
+    ModelFamily.DENSE: {_T.MODEL: 1.0, _T.EMBEDDING: 0.04, _T.ATTENTION: 0.32, _T.FFN: 0.64},
+    ModelFamily.MOE: {_T.MODEL: 1.0, _T.EMBEDDING: 0.01, _T.ATTENTION: 0.03, _T.EXPERTS: 0.96},
+    ModelFamily.DIFFUSION: {_T.TEXT_ENCODER: 0.12, _T.DENOISER: 0.81, _T.VAE_DECODER: 0.07, _T.CONTROLNET: 0.34,
+                            _T.LORA: 0.01},
+}
+MAX_LAYER = 1023  # model.layers is at most 1024
+MAX_EXPERTS = 1024
+
+
+def _index_range(text: str, what: str, field: str, largest: int) -> range:
+    """``'a-b'`` or ``'a'`` as a range, refusing numbers beyond ``largest`` before any range is built."""
+    m = LAYER_RANGE.match(text)
+    if m is None:
+        raise ValueError(f"{field} {text!r} is not a range: write '0-7' or one {what} such as '12'")
+    first = int(m.group(1)) if len(m.group(1)) <= 6 else largest + 1
+    last = (int(m.group(2)) if len(m.group(2)) <= 6 else largest + 1) if m.group(2) is not None else first
+    if max(first, last) > largest:
+        raise ValueError(f"{field} {text[:40]!r} names {what} beyond {largest} (the largest model gensched "
+                         f"accepts): write a range within 0-{largest}, e.g. '0-7'")
+    if last < first:
+        raise ValueError(f"{field} '{text}' runs backwards: write it as '{last}-{first}'")
+    return range(first, last + 1)
+
+
 class ModelOperatorSpec(KubeModel):
-    """A model operator: a group of consecutive layers deployed and scaled as one unit."""
+    """A model operator: one Ray Serve deployment, scaled on its own.
+
+    By type (``Attention``, ``FFN``, ``Experts``, ``Embedding``, ``Model`` with a ``phase``; for diffusion
+    pipelines ``TextEncoder``, ``Denoiser``, ``VAEDecoder`` and the adapters ``ControlNet``, ``LoRA``), or as a
+    pipeline stage of consecutive ``layers`` (type ``Layers``, the default when ``layers`` is set).
+    """
 
     name: str = Field(pattern=DNS_LABEL, max_length=40, description="Deployment name (DNS label).")
-    layers: str = Field(
-        pattern=r"^[0-9]+(-[0-9]+)?$", description="Layer range, inclusive: '0-7', or one layer: '12'."
-    )
+    type: OperatorType | None = Field(
+        default=None,
+        description="What the operator holds; default Layers (a pipeline stage) when layers is set.")
+    layers: str | None = Field(
+        default=None, json_schema_extra={"pattern": r"^[0-9]{1,4}(-[0-9]{1,4})?$", "maxLength": 9},
+        description="Type Layers: layer range, inclusive: '0-7', or one layer: '12' (at most 1023).")
+    phase: OperatorPhase | None = Field(
+        default=None, description="Language models: serve only prompts (Prefill) or only tokens (Decode); "
+                                  "default both.")
+    experts: str | None = Field(
+        default=None, json_schema_extra={"pattern": r"^[0-9]{1,4}(-[0-9]{1,4})?$", "maxLength": 9},
+        description="Type Experts: which experts (of every layer) this operator holds, '0-3'; default all.")
+    parameters_billions: float | None = Field(
+        default=None, gt=0, le=10000,
+        description="Weights this operator holds; default its type's usual share of model.parametersBillions.")
     gpus: float | None = Field(
-        default=None, gt=0, le=8, description="GPU share per replica; default: split by layer count."
-    )
+        default=None, gt=0, le=8,
+        description="GPU share per replica; default: resources.gpus split by layers or weights.")
+
+    @property
+    def kind(self) -> str:
+        """The operator's type, ``Layers`` when only ``layers`` is given."""
+        return str(self.type or OperatorType.LAYERS)
+
+    @model_validator(mode="after")
+    def _fields_match_type(self) -> ModelOperatorSpec:
+        where = f"serve.operators[{self.name}]"
+        if self.type is None and self.layers is None:
+            raise ValueError(f"{where}: give a type (Attention, FFN, Experts, Embedding, Model, TextEncoder, "
+                             "Denoiser, VAEDecoder, ...) or a layer range (layers: '0-7')")
+        if self.layers is not None:
+            if self.kind != OperatorType.LAYERS:
+                raise ValueError(f"{where}.layers is only for type Layers (a pipeline stage); a {self.kind} "
+                                 "operator spans every layer: remove layers")
+            _index_range(self.layers, "layer", f"{where}.layers", MAX_LAYER)
+        elif self.kind == OperatorType.LAYERS:
+            raise ValueError(f"{where}: type Layers needs layers, e.g. layers: '0-7'")
+        if self.experts is not None:
+            if self.kind != OperatorType.EXPERTS:
+                raise ValueError(f"{where}.experts is only for type Experts: remove it")
+            _index_range(self.experts, "expert", f"{where}.experts", MAX_EXPERTS - 1)
+        return self
 
     def layer_indices(self) -> range:
-        m = LAYER_RANGE.match(self.layers)
-        assert m is not None  # guaranteed by the pattern
-        first = int(m.group(1))
-        last = int(m.group(2)) if m.group(2) is not None else first
-        if last < first:
-            raise ValueError(f"layer range '{self.layers}' runs backwards: write it as '{last}-{first}'")
-        return range(first, last + 1)
+        """The layers of a pipeline stage (empty for typed operators, which span every layer)."""
+        if self.layers is None:
+            return range(0)
+        return _index_range(self.layers, "layer", f"serve.operators[{self.name}].layers", MAX_LAYER)
+
+    def expert_indices(self, experts: int) -> range:
+        if self.experts is None:
+            return range(experts)
+        return _index_range(self.experts, "expert", f"serve.operators[{self.name}].experts", MAX_EXPERTS - 1)
 
 
 class ProfileRef(KubeModel):
@@ -176,14 +311,22 @@ class ProfileRef(KubeModel):
 
 
 class ServeSpec(KubeModel):
-    """An online serving job: a Ray Serve app with one deployment per model operator."""
+    """An online serving job: a Ray Serve app with one deployment per model operator.
+
+    For diffusion pipelines, ``slo.ttftMs`` is the time to the finished image and ``slo.tbtMs`` the
+    budget of one denoising step.
+    """
 
     slo: SLOSpec
     min_replicas: int = Field(default=1, ge=0, le=1000, description="Lower bound per model operator.")
     max_replicas: int = Field(default=4, ge=1, le=1000, description="Upper bound per model operator.")
+    family: ModelFamily | None = Field(
+        default=None, description="DenseLM, MoE or Diffusion; default: what the operator types imply (DenseLM).")
+    experts: int = Field(default=8, ge=1, le=MAX_EXPERTS, description="MoE: experts per layer.")
     operators: list[ModelOperatorSpec] = Field(
-        default_factory=list,
-        description="Layer groups served as separate deployments; empty: one operator, the whole model.",
+        default_factory=list, max_length=64,
+        description="Model operators served as separate deployments (by type, or layer ranges as pipeline "
+                    "stages); empty: one operator, the whole model.",
     )
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the serving ingress.")
     profile: ProfileRef | None = Field(
@@ -191,6 +334,19 @@ class ServeSpec(KubeModel):
         description="Measured operator profile: each operator is then sized on its own latency curve "
                     "and its share of tbtMs; without it every operator uses the policy's targetOngoingRequests.",
     )
+
+    def model_family(self) -> str:
+        """The family named, or implied by the operator types (DenseLM without operators)."""
+        if self.family is not None:
+            return str(self.family)
+        kinds = {op.kind for op in self.operators}
+        if kinds & set(FAMILY_TYPES[ModelFamily.DIFFUSION]):
+            return ModelFamily.DIFFUSION
+        return ModelFamily.MOE if OperatorType.EXPERTS in kinds else ModelFamily.DENSE
+
+    def is_pipeline(self) -> bool:
+        """True when the operators are layer ranges (pipeline stages) that must cover model.layers."""
+        return bool(self.operators) and all(op.kind == OperatorType.LAYERS for op in self.operators)
 
     @model_validator(mode="after")
     def _bounds(self) -> ServeSpec:
@@ -203,9 +359,64 @@ class ServeSpec(KubeModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"operators: names must be unique, repeated: {', '.join(dup)}")
-        for op in self.operators:
-            op.layer_indices()
+        if self.operators and not self.is_pipeline():
+            self._check_typed()
         return self
+
+    def _check_typed(self) -> None:
+        """Typed operators: types the family has, every required stage present, phases and experts covered."""
+        family = self.model_family()
+        have = FAMILY_TYPES[family]
+        for op in self.operators:
+            if op.kind == OperatorType.LAYERS:
+                raise ValueError(f"serve.operators[{op.name}]: layer ranges (pipeline stages) and typed operators "
+                                 "cannot be mixed: give every operator a type, or every operator layers")
+            if op.kind not in have:
+                other = next(f for f, types in FAMILY_TYPES.items() if op.kind in types)
+                near = {OperatorType.EXPERTS: "FFN", OperatorType.FFN: "Experts"}.get(op.kind)
+                raise ValueError(
+                    f"serve.operators[{op.name}].type: {op.kind} is not an operator of a {family} model (it has "
+                    f"{', '.join(have)}): " + (f"use type {near}, or " if near and near in have else "")
+                    + f"set serve.family to {other}")
+            if op.phase is not None and family == ModelFamily.DIFFUSION:
+                raise ValueError(f"serve.operators[{op.name}].phase: prefill/decode phases are for language models; "
+                                 "a diffusion stage runs once per request: remove phase")
+        kinds = {op.kind for op in self.operators}
+        if family != ModelFamily.DIFFUSION and OperatorType.MODEL in kinds:
+            if kinds != {OperatorType.MODEL}:
+                raise ValueError("serve.operators: a Model operator holds the whole model and cannot be combined "
+                                 f"with {', '.join(sorted(kinds - {OperatorType.MODEL}))} operators: use Model "
+                                 "operators with phase Prefill and Decode, or split by type")
+            required: tuple[str, ...] = (OperatorType.MODEL,)
+        else:
+            required = REQUIRED_TYPES[family]
+        missing = [t for t in required if t not in kinds]
+        if missing:
+            raise ValueError(f"serve.operators: a {family} model split by type needs operators of type "
+                             f"{', '.join(required)}; missing {', '.join(missing)}: add e.g. "
+                             f"{{name: {missing[0].lower()}, type: {missing[0]}}}")
+        for phase in (OperatorPhase.PREFILL, OperatorPhase.DECODE):
+            for t in required:
+                if not any(op.kind == t and op.phase in (None, phase) for op in self.operators):
+                    raise ValueError(f"serve.operators: no {t} operator serves the {phase} phase: add one with "
+                                     f"phase {phase} (or leave phase out to serve both)")
+            if family == ModelFamily.MOE:
+                seen: dict[int, str] = {}
+                for op in self.operators:
+                    if op.kind != OperatorType.EXPERTS or op.phase not in (None, phase):
+                        continue
+                    for e in op.expert_indices(self.experts):
+                        if e >= self.experts:
+                            raise ValueError(f"serve.operators[{op.name}].experts names expert {e} but serve.experts "
+                                             f"is {self.experts} (experts 0-{self.experts - 1})")
+                        if e in seen:
+                            raise ValueError(f"serve.operators: expert {e} is in both '{seen[e]}' and '{op.name}' "
+                                             f"({phase}): each expert belongs to exactly one Experts operator")
+                        seen[e] = op.name
+                left = [e for e in range(self.experts) if e not in seen]
+                if left:
+                    raise ValueError(f"serve.operators: experts {_ranges(left)} are in no Experts operator "
+                                     f"({phase}): add them to one (experts: '0-{self.experts - 1}')")
 
 
 class BudgetSpec(KubeModel):
@@ -281,7 +492,7 @@ class GenerativeJobSpec(KubeModel):
             raise ValueError("mode is Serve but spec.serve is missing: add spec.serve (slo ...)")
         if self.batch is not None and self.serve is not None:
             raise ValueError("set spec.batch or spec.serve (matching spec.mode), not both")
-        if self.serve is not None and self.serve.operators and self.model.layers is not None:
+        if self.serve is not None and self.serve.is_pipeline() and self.model.layers is not None:
             self._check_operator_cover(self.model.layers)
         if self.budget is not None and self.batch is not None and self.batch.estimated_duration:
             hours = parse_duration(self.batch.estimated_duration).total_seconds() / 3600

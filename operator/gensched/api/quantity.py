@@ -1,18 +1,24 @@
-"""Kubernetes resource quantities ('500m', '4Gi', '1.5') without the kubernetes client."""
+"""Kubernetes resource quantities ('500m', '4Gi', '1e12', '.5', '100n'), parsed by the kubernetes client.
+
+The client's ``parse_quantity`` is a pure function (no API client, no network): the one kubernetes
+import the pure core allows itself, so quantities mean exactly what they mean to the API server.
+"""
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 
-_SUFFIX = {"": 1, "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$")
+from kubernetes.utils.quantity import parse_quantity as _parse
+
+# apimachinery's quantity grammar (resource.Quantity), for the CRD schema
+QUANTITY = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+            r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
 
 
 def parse_quantity(text: str | int | float) -> Decimal:
-    """Value of a quantity in base units (cores, bytes)."""
-    m = _QUANTITY.match(str(text).strip())
-    if not m:
-        raise ValueError(f"{text!r} is not a Kubernetes quantity such as '500m', '2', '4Gi'")
-    return Decimal(m.group(1)) * _SUFFIX[m.group(2) or ""]
+    """Value of a quantity in base units (cores, bytes); ValueError naming the accepted forms."""
+    try:
+        return Decimal(_parse(str(text).strip()))
+    except (ValueError, TypeError, ArithmeticError):
+        raise ValueError(f"{str(text)[:80]!r} is not a Kubernetes quantity such as '500m', '2', '4Gi' or '1e9'") \
+            from None
