@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -219,6 +219,8 @@ DEFAULT_WEIGHT_SHARE: dict[str, dict[str, float]] = {
 }
 MAX_LAYER = 1023  # model.layers is at most 1024
 MAX_EXPERTS = 1024
+# An index range; the API server checks the schema's bounds, gensched's validator says what to write.
+IndexRange = Annotated[str, Field(json_schema_extra={"pattern": r"^[0-9]{1,4}(-[0-9]{1,4})?$", "maxLength": 9})]
 
 
 def _index_range(text: str, what: str, field: str, largest: int) -> range:
@@ -248,14 +250,14 @@ class ModelOperatorSpec(KubeModel):
     type: OperatorType | None = Field(
         default=None,
         description="What the operator holds; default Layers (a pipeline stage) when layers is set.")
-    layers: str | None = Field(
-        default=None, json_schema_extra={"pattern": r"^[0-9]{1,4}(-[0-9]{1,4})?$", "maxLength": 9},
+    layers: IndexRange | None = Field(
+        default=None,
         description="Type Layers: layer range, inclusive: '0-7', or one layer: '12' (at most 1023).")
     phase: OperatorPhase | None = Field(
         default=None, description="Language models: serve only prompts (Prefill) or only tokens (Decode); "
                                   "default both.")
-    experts: str | None = Field(
-        default=None, json_schema_extra={"pattern": r"^[0-9]{1,4}(-[0-9]{1,4})?$", "maxLength": 9},
+    experts: IndexRange | None = Field(
+        default=None,
         description="Type Experts: which experts (of every layer) this operator holds, '0-3'; default all.")
     parameters_billions: float | None = Field(
         default=None, gt=0, le=10000,
@@ -282,6 +284,9 @@ class ModelOperatorSpec(KubeModel):
             _index_range(self.layers, "layer", f"{where}.layers", MAX_LAYER)
         elif self.kind == OperatorType.LAYERS:
             raise ValueError(f"{where}: type Layers needs layers, e.g. layers: '0-7'")
+        if self.phase is not None and self.kind == OperatorType.LAYERS:
+            raise ValueError(f"{where}.phase: a pipeline stage serves both phases; for prefill/decode "
+                             "disaggregation use type Model with phase Prefill and Decode")
         if self.experts is not None:
             if self.kind != OperatorType.EXPERTS:
                 raise ValueError(f"{where}.experts is only for type Experts: remove it")
@@ -341,8 +346,8 @@ class ServeSpec(KubeModel):
             return str(self.family)
         kinds = {op.kind for op in self.operators}
         if kinds & set(FAMILY_TYPES[ModelFamily.DIFFUSION]):
-            return ModelFamily.DIFFUSION
-        return ModelFamily.MOE if OperatorType.EXPERTS in kinds else ModelFamily.DENSE
+            return str(ModelFamily.DIFFUSION)
+        return str(ModelFamily.MOE if OperatorType.EXPERTS in kinds else ModelFamily.DENSE)
 
     def is_pipeline(self) -> bool:
         """True when the operators are layer ranges (pipeline stages) that must cover model.layers."""
@@ -395,7 +400,9 @@ class ServeSpec(KubeModel):
             raise ValueError(f"serve.operators: a {family} model split by type needs operators of type "
                              f"{', '.join(required)}; missing {', '.join(missing)}: add e.g. "
                              f"{{name: {missing[0].lower()}, type: {missing[0]}}}")
+        phased = any(op.phase is not None for op in self.operators)
         for phase in (OperatorPhase.PREFILL, OperatorPhase.DECODE):
+            note = f" ({phase})" if phased else ""
             for t in required:
                 if not any(op.kind == t and op.phase in (None, phase) for op in self.operators):
                     raise ValueError(f"serve.operators: no {t} operator serves the {phase} phase: add one with "
@@ -411,12 +418,12 @@ class ServeSpec(KubeModel):
                                              f"is {self.experts} (experts 0-{self.experts - 1})")
                         if e in seen:
                             raise ValueError(f"serve.operators: expert {e} is in both '{seen[e]}' and '{op.name}' "
-                                             f"({phase}): each expert belongs to exactly one Experts operator")
+                                             f"{note}: each expert belongs to exactly one Experts operator")
                         seen[e] = op.name
                 left = [e for e in range(self.experts) if e not in seen]
                 if left:
-                    raise ValueError(f"serve.operators: experts {_ranges(left)} are in no Experts operator "
-                                     f"({phase}): add them to one (experts: '0-{self.experts - 1}')")
+                    raise ValueError(f"serve.operators: expert(s) {_ranges(left)} in no Experts operator"
+                                     f"{note}: add them to one (experts: '0-{self.experts - 1}')")
 
 
 class BudgetSpec(KubeModel):
