@@ -106,7 +106,8 @@ def test_operators_scale_on_their_own_metrics_and_hold_without_them(
     msgs = wait_for(lambda: [e["message"] for e in cluster.events_for("chat-llama") if e["reason"] == "ScaledOperator"],
                     what="ScaledOperator event")
     assert "7.0 in flight / 2 per replica" in msgs[0]
-    assert 'gensched_model_operator_replicas{job="default/chat-llama",operator="middle"} 4.0' in fast_operator.metrics()
+    assert ('gensched_model_operator_replicas{generativejob="chat-llama",namespace="default",operator="middle"} 4.0'
+            in fast_operator.metrics())
 
     ray_metrics.load("middle", 1.0)  # load falls: scale back down (no stabilization in this policy)
     wait_for(lambda: replicas(cluster)["middle"] == 1, timeout=60, what="middle back to 1")
