@@ -11,15 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from gensched.api.base import KubeModel
 from gensched.api.conditions import Condition
-from gensched.api.durations import (
-    DURATION_PATTERN,
-    MAX_JOB_SPAN,
-    check_duration,
-    format_duration,
-    parse_duration,
-    resolve_deadline,
-)
-from gensched.api.errors import show
+from gensched.api.durations import DURATION_PATTERN, MAX_JOB_SPAN, check_duration, parse_duration, resolve_deadline
 from gensched.api.quantity import QUANTITY, parse_quantity
 from gensched.api.sizing import model_memory_gib
 
@@ -143,13 +135,10 @@ class BatchSpec(KubeModel):
     @field_validator("deadline")
     @classmethod
     def _deadline_format(cls, v: str | None) -> str | None:
-        if v is not None:
+        if v is not None:  # a duration up to 366d, or an RFC 3339 time in 1970..8999 (see api/durations.py)
             from datetime import UTC, datetime
 
-            now = datetime.now(UTC)
-            if resolve_deadline(v, now) - now > MAX_JOB_SPAN:  # an RFC 3339 time too far ahead
-                raise ValueError(f"batch.deadline {show(v)} is more than {format_duration(MAX_JOB_SPAN)} ahead: "
-                                 f"deadlines may be at most {format_duration(MAX_JOB_SPAN)} from now")
+            resolve_deadline(v, datetime.now(UTC))
         return v
 
     @field_validator("estimated_duration")

@@ -7,17 +7,22 @@ fields their full behaviour (see docs/configuration.md for what is live).
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from gensched.api.base import KubeModel
-from gensched.api.durations import DURATION_PATTERN
+from gensched.api.durations import DURATION_PATTERN, MAX_JOB_SPAN, check_duration
+from gensched.api.errors import show
 
 HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+# IANA names: letters, digits, _ + -, up to three '/' levels (America/Argentina/Buenos_Aires); no '.'
+TIMEZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,3}$"
+MAX_REFRESH = timedelta(hours=24)  # timing.carbon.refresh
+MAX_SIGNAL_AGE = timedelta(days=30)  # timing.carbon.maxAge
 
 
 class PackingStrategy(StrEnum):
@@ -72,16 +77,19 @@ class OffPeakWindow(KubeModel):
     )
     start: str = Field(pattern=HHMM.pattern, description="Local start time HH:MM.")
     end: str = Field(pattern=HHMM.pattern, description="Local end time HH:MM; before start means next day.")
-    timezone: str = Field(default="UTC", description="IANA timezone, e.g. Europe/Berlin.")
+    timezone: str = Field(default="UTC", max_length=64, pattern=TIMEZONE_PATTERN,
+                          description="IANA timezone, e.g. Europe/Berlin.")
     price_per_kwh: float | None = Field(default=None, ge=0, description="Electricity price in the window.")
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
+        # ZoneInfo opens a file under the tz database: a folder ('Europe') raises IsADirectoryError,
+        # an over-long name OSError, a non-zone file ValueError.
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown timezone {v!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'") from exc
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+            raise ValueError(f"unknown timezone {show(v)}: use an IANA name such as 'Europe/Berlin' or 'UTC'") from exc
         return v
 
     @model_validator(mode="after")
@@ -134,6 +142,18 @@ class CarbonSpec(KubeModel):
                          description="A cached forecast older than this is not used when the provider fails.")
     timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="HTTP timeout per request.")
 
+    @field_validator("refresh")
+    @classmethod
+    def _refresh_bounded(cls, v: str) -> str:
+        check_duration(v, MAX_REFRESH, "timing.carbon.refresh")
+        return v
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age_bounded(cls, v: str) -> str:
+        check_duration(v, MAX_SIGNAL_AGE, "timing.carbon.maxAge")
+        return v
+
     @model_validator(mode="after")
     def _needs(self) -> CarbonSpec:
         if self.provider == CarbonProvider.CSV and not self.csv_path:
@@ -160,9 +180,10 @@ class TimingSpec(KubeModel):
     safety_margin: str = Field(
         default="30m", pattern=DURATION_PATTERN, description="Slack kept before a deadline."
     )
-    off_peak_windows: list[OffPeakWindow] = Field(default_factory=list)
+    off_peak_windows: list[OffPeakWindow] = Field(default_factory=list, max_length=64)
     holidays: list[str] = Field(
-        default_factory=list, description="Dates (YYYY-MM-DD, in each window's timezone) treated as all off-peak.")
+        default_factory=list, max_length=1000,
+        description="Dates (YYYY-MM-DD, in each window's timezone) treated as all off-peak.")
     carbon: CarbonSpec | None = None
     objective: Objective = Field(
         default=Objective.EMISSIONS,
@@ -173,6 +194,13 @@ class TimingSpec(KubeModel):
                                  description="Forecast smoothing (slots) before ranking; 1 turns it off.")
     gpu_utilization: float = Field(default=0.7, gt=0, le=1,
                                    description="Average GPU power draw as a share of TDP, for energy estimates.")
+
+    @field_validator("max_deferral", "safety_margin")
+    @classmethod
+    def _span_bounded(cls, v: str, info: ValidationInfo) -> str:
+        name = {"max_deferral": "maxDeferral", "safety_margin": "safetyMargin"}[info.field_name or ""]
+        check_duration(v, MAX_JOB_SPAN, f"timing.{name}")
+        return v
 
     @model_validator(mode="after")
     def _windows_for_offpeak(self) -> TimingSpec:
@@ -189,7 +217,7 @@ class TimingSpec(KubeModel):
             try:
                 date.fromisoformat(h)
             except ValueError as exc:
-                raise ValueError(f"timing.holidays entry {h!r} is not a date: use YYYY-MM-DD") from exc
+                raise ValueError(f"timing.holidays entry {show(h)} is not a date: use YYYY-MM-DD") from exc
         return self
 
 
