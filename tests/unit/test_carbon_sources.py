@@ -99,11 +99,12 @@ def test_feed_forecasts_from_history_when_told(tmp_path: Path) -> None:
     csv.write_text("Time,Carbon Intensity\n" + "\n".join(rows) + "\n")
     spec = CarbonSpec.model_validate({"provider": "CSV", "csvPath": str(csv), "forecaster": "History"})
     now = start + timedelta(days=35, hours=3)
-    fc = build_feed(spec, lambda n, k: None).get(now, now + timedelta(hours=24)).forecast
+    fc = build_feed(spec, lambda n, k: None, csv_dir=str(tmp_path)).get(now, now + timedelta(hours=24)).forecast
     assert fc is not None and len(fc) >= 48
     truth = [daily(fc.time_at(i)) for i in range(len(fc))]
     assert max(abs(a - b) for a, b in zip(fc.values, truth, strict=True)) < 5  # learned the daily shape
-    stale = build_feed(spec, lambda n, k: None).get(start + timedelta(days=60), start + timedelta(days=61))
+    stale = build_feed(spec, lambda n, k: None, csv_dir=str(tmp_path)).get(start + timedelta(days=60),
+                                                                           start + timedelta(days=61))
     assert stale.forecast is None and "stale signal" in (stale.degraded or "")
 
 

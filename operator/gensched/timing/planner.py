@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from gensched.api.durations import parse_duration
+from gensched.api.durations import MAX_DURATION, parse_duration
+from gensched.api.errors import bounded
 from gensched.api.policy import Objective, TimingMode, TimingSpec
 from gensched.timing.forecast import denoise
 from gensched.timing.series import Series
@@ -41,13 +42,22 @@ class TimingDecision:
         return 100.0 * (1 - self.expected_intensity / self.now_intensity)
 
 
+def _add(t: datetime, d: timedelta) -> datetime:
+    """``t + d`` saturating at the ends of the calendar instead of raising OverflowError."""
+    try:
+        return t + d
+    except OverflowError:
+        edge = datetime.max if d > timedelta(0) else datetime.min
+        return edge.replace(tzinfo=t.tzinfo)
+
+
 def latest_end(now: datetime, timing: TimingSpec, deadline: datetime | None, run: timedelta) -> datetime:
     """When the run must be over: the deadline minus the safety margin, and never later than
     ``maxDeferral`` after now plus the run itself."""
-    cap = now + parse_duration(timing.max_deferral) + run
+    cap = _add(_add(now, parse_duration(timing.max_deferral)), run)
     if deadline is None:
         return cap
-    return min(cap, deadline - parse_duration(timing.safety_margin))
+    return min(cap, _add(deadline, -parse_duration(timing.safety_margin)))
 
 
 def decide_start(
@@ -69,15 +79,31 @@ def decide_start(
     if timing.mode == TimingMode.IMMEDIATE:
         return TimingDecision(now, False, "timing mode Immediate: starting now")
     run = estimated or DEFAULT_RUN
+    if run > MAX_DURATION:
+        return TimingDecision(now, False, "the estimated run is too long to plan: starting now",
+                              warning=f"estimatedDuration is over {MAX_DURATION.days}d; the plan ignores timing")
+    try:
+        return _decide(now, timing, deadline, run, forecast, interruptible, degraded, usable)
+    except (OverflowError, ValueError, KeyError, OSError) as exc:
+        # Validation refuses such policies; a policy that slipped through (an older operator
+        # stored it, a test built it unchecked) must still never stop the job's lifecycle.
+        why = bounded(f"{exc.__class__.__name__}: {exc}", 300)
+        return TimingDecision(now, False, "the policy's timing settings cannot be applied: starting now",
+                              warning=f"timing settings unusable ({why}); fix the SchedulingPolicy")
+
+
+def _decide(now: datetime, timing: TimingSpec, deadline: datetime | None, run: timedelta,
+            forecast: Series | None, interruptible: bool, degraded: str | None,
+            usable: np.ndarray | None) -> TimingDecision:
     end = latest_end(now, timing, deadline, run)
-    if end - run <= now:
+    if _add(end, -run) <= now:
         warning = None
-        if deadline is not None and end < now + run:
+        if deadline is not None and end < _add(now, run):
             warning = (f"batch.deadline {deadline.isoformat()} leaves no room after estimatedDuration and "
                        f"the {timing.safety_margin} safety margin; the job may finish late")
         return TimingDecision(now, False, "no slack before the deadline: starting now", warning=warning)
     if timing.mode == TimingMode.OFF_PEAK or (timing.mode == TimingMode.CARBON_AWARE and forecast is None):
-        return _off_peak(now, timing, end - run, degraded)
+        return _off_peak(now, timing, _add(end, -run), degraded)
     assert forecast is not None
     return _carbon(now, timing, forecast, run, end, interruptible, usable)
 
@@ -101,7 +127,7 @@ def _carbon(now: datetime, timing: TimingSpec, forecast: Series, run: timedelta,
             interruptible: bool, usable: np.ndarray | None) -> TimingDecision:
     first = forecast.index_at(now)
     if not 0 <= first < len(forecast):
-        return _off_peak(now, timing, end - run, "the forecast does not cover now")
+        return _off_peak(now, timing, _add(end, -run), "the forecast does not cover now")
     ci = forecast.values[first:]
     n = max(1, math.ceil(run / forecast.step))
     # Slot k starts at now (k = 0) or at the slot boundary; the run must be over by ``end``.

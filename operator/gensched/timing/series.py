@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+MAX_SLOTS = 2_000_000  # 19 years of 5-minute slots: a series from a file or an API never needs more
+
 
 def as_utc(t: datetime) -> datetime:
     """Naive datetimes are taken as UTC (the shared CSVs are UTC); aware ones are converted."""
@@ -101,6 +103,9 @@ def series_from_points(points: list[tuple[datetime, float]], step: timedelta | N
         step = min(gaps) if gaps else timedelta(minutes=30)
     t0 = pts[0][0]
     n = math.floor((pts[-1][0] - t0) / step) + 1
+    if n > MAX_SLOTS:
+        raise ValueError(f"the data spans {pts[-1][0] - t0} on a {step} step: {n} slots, more than the "
+                         f"{MAX_SLOTS} a series may hold (a stray row far from the others?)")
     out = np.full(n, np.nan)
     for t, v in pts:
         out[math.floor((t - t0) / step)] = v

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from gensched.api.durations import MAX_DURATION
 from gensched.api.policy import OffPeakWindow
 
 _DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
@@ -20,7 +21,9 @@ def window_intervals(
     windows: list[OffPeakWindow], start: datetime, horizon: timedelta, holidays: list[str] | None = None
 ) -> Iterator[tuple[datetime, datetime]]:
     """All window occurrences overlapping [start, start + horizon), in time order (UTC).
-    A holiday (YYYY-MM-DD in the window's timezone) is off-peak all day."""
+    A holiday (YYYY-MM-DD in the window's timezone) is off-peak all day. The horizon is capped
+    at :data:`MAX_DURATION` (nothing is planned further ahead), which bounds the work done."""
+    horizon = min(horizon, MAX_DURATION)
     end = start + horizon
     off_days = {date.fromisoformat(h) for h in holidays or []}
     out: list[tuple[datetime, datetime]] = []

@@ -1,24 +1,29 @@
 """Build the provider a SchedulingPolicy names. Secrets come through ``read_secret`` (the
-controller reads the Kubernetes Secret); they never appear in the CRD."""
+controller reads the Kubernetes Secret); they never appear in the CRD. CSV files are read only
+inside the admin's carbon CSV directory (``csv_dir``, default ``$GENSCHED_CARBON_CSV_DIR``;
+unset: the CSV provider is refused), see :mod:`gensched.timing.sources.csv_file`."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from gensched.api.durations import parse_duration
 from gensched.api.policy import CarbonProvider, CarbonSpec, Forecaster
 from gensched.timing.sources.base import CarbonSource, SignalError
-from gensched.timing.sources.csv_file import CsvSource
+from gensched.timing.sources.csv_file import CSV_DIR_ENV, CsvSource
 from gensched.timing.sources.feed import SignalFeed
 
 SecretReader = Callable[[str, str], str | None]  # (secret name, key) -> value
 
 
-def build_source(spec: CarbonSpec, read_secret: SecretReader) -> CarbonSource:
+def build_source(spec: CarbonSpec, read_secret: SecretReader, csv_dir: str | None = None) -> CarbonSource:
+    """The provider of ``spec``; raises SignalError naming what to fix when it cannot be built."""
     p = spec.provider
     if p == CarbonProvider.CSV:
-        assert spec.csv_path
-        return CsvSource(spec.csv_path)
+        if not spec.csv_path:
+            raise SignalError("timing.carbon.provider is CSV but timing.carbon.csvPath is missing: add the file path")
+        return CsvSource(spec.csv_path, root=csv_dir if csv_dir is not None else os.environ.get(CSV_DIR_ENV, ""))
     if p == CarbonProvider.GB_CARBON_INTENSITY:
         from gensched.timing.sources.gb import GBCarbonIntensitySource
 
@@ -52,8 +57,8 @@ def _secret(spec: CarbonSpec, read_secret: SecretReader) -> str:
     return value.strip()
 
 
-def build_feed(spec: CarbonSpec, read_secret: SecretReader) -> SignalFeed:
-    return SignalFeed(build_source(spec, read_secret), history_forecast=spec.forecaster == Forecaster.HISTORY,
+def build_feed(spec: CarbonSpec, read_secret: SecretReader, csv_dir: str | None = None) -> SignalFeed:
+    return SignalFeed(build_source(spec, read_secret, csv_dir), history_forecast=spec.forecaster == Forecaster.HISTORY,
                       refresh=parse_duration(spec.refresh), max_age=parse_duration(spec.max_age))
 
 
