@@ -40,8 +40,8 @@ def test_rendered_manifests_are_valid_kubernetes(helm: str, tmp_path: Path) -> N
     docs = render(helm, "metrics.serviceMonitor.enabled=true")
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(["CustomResourceDefinition", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
-                            "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service", "ServiceMonitor",
-                            "SchedulingPolicy"])
+                            "ClusterRoleBinding", "Role", "RoleBinding", "Role", "RoleBinding", "Deployment",
+                            "PodDisruptionBudget", "Service", "ServiceMonitor", "SchedulingPolicy"])
     core = [d for d in docs if d["kind"] not in ("ServiceMonitor", "SchedulingPolicy")]
     path = tmp_path / "rendered.yaml"
     path.write_text(yaml.safe_dump_all(core))
@@ -106,10 +106,11 @@ def test_secret_access_is_namespaced_read_only_and_narrowable(helm: str) -> None
     docs = render(helm)
     cluster_rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"]]
     assert not any("secrets" in r["resources"] for r in cluster_rules)  # never cluster-wide
-    role = next(d for d in docs if d["kind"] == "Role")
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-secrets"))
     assert role["metadata"]["namespace"] == "gensched"
     assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
-    narrowed = next(d for d in render(helm, "carbonSecrets={em-token,watttime}") if d["kind"] == "Role")
+    narrowed = next(d for d in render(helm, "carbonSecrets={em-token,watttime}")
+                    if d["kind"] == "Role" and d["metadata"]["name"].endswith("-secrets"))
     assert narrowed["rules"][0]["resourceNames"] == ["em-token", "watttime"]
     deploy = next(d for d in docs if d["kind"] == "Deployment")
     env = deploy["spec"]["template"]["spec"]["containers"][0]["env"]
