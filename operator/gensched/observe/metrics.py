@@ -123,6 +123,9 @@ class OperatorMetrics:
                                [*JOB, "operator"], registry=r)
         self._pending = Gauge("gensched_pending_jobs", "GenerativeJobs waiting, by namespace and queue reason",
                               ["namespace", "reason"], registry=r)
+        self._oldest = Gauge("gensched_pending_oldest_queued_timestamp_seconds",
+                             "Unix time the longest-waiting GenerativeJob of a namespace was queued", ["namespace"],
+                             registry=r)
         self._admission = Histogram("gensched_admission_wait_seconds",
                                     "Time from queueing to release of a GenerativeJob", ["namespace"],
                                     buckets=ADMISSION_BUCKETS, registry=r)
@@ -161,6 +164,7 @@ class OperatorMetrics:
         self._series: dict[tuple[str, str], set[tuple[str, tuple[str, ...]]]] = {}
         self._models: set[str] = set()
         self._pending_keys: set[tuple[str, str]] = set()
+        self._oldest_keys: set[str] = set()
         self._build.labels(version=version).set(1)
 
     def _track(self, ns: str, name: str, metric: str, labels: tuple[str, ...]) -> None:
@@ -211,14 +215,22 @@ class OperatorMetrics:
 
     # -- queue and cycle ----------------------------------------------------------------------------
     @_safe
-    def set_pending(self, counts: Mapping[tuple[str, str], int]) -> None:
-        """Waiting jobs per ``(namespace, reason)`` after a cycle; pairs not given are removed."""
+    def set_pending(self, counts: Mapping[tuple[str, str], int],
+                    oldest_queued: Mapping[str, float] | None = None) -> None:
+        """Jobs waiting in the queue (not those deferred by timing) after a cycle: counts per
+        ``(namespace, reason)`` and, per namespace, the Unix time its longest-waiting job was queued.
+        Series not given are removed (call with empty maps on losing leadership)."""
         values = {(ns, reason): _finite(n) for (ns, reason), n in counts.items()}
+        oldest = {ns: _finite(t) for ns, t in (oldest_queued or {}).items()}
         for key in self._pending_keys - set(values):
             self._pending.remove(*key)
+        for ns in self._oldest_keys - set(oldest):
+            self._oldest.remove(ns)
         for (ns, reason), n in values.items():
             self._pending.labels(namespace=ns, reason=reason).set(n)
-        self._pending_keys = set(values)
+        for ns, t in oldest.items():
+            self._oldest.labels(namespace=ns).set(t)
+        self._pending_keys, self._oldest_keys = set(values), set(oldest)
 
     @_safe
     def observe_admission_wait(self, namespace: str, seconds: float) -> None:
