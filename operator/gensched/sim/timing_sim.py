@@ -1,7 +1,11 @@
 """Replay of the two "Let's Wait Awhile" (Middleware'21) scenarios on recorded carbon intensity.
 
 Protocol (kept comparable with the paper): the series is sampled at 30-minute
-steps for 2020; each job draws constant power; emissions are counted on the
+steps (coarser data is repeated) and the jobs arrive in the calendar year the data
+covers most (2020 for the paper's files; any year for others, e.g. an Electricity
+Maps hourly export of 2023); jobs whose window or deadline falls outside the data
+are left out (the paper's files have two spare weeks at each end, so none is); each
+job draws constant power; emissions are counted on the
 true series; the scheduler decides once, at the job's arrival, from what its
 forecaster shows it. ``noisy-oracle`` is the paper's error model (truth plus
 Gaussian noise, sd = error x the series mean, one noisy copy per repetition);
@@ -21,14 +25,27 @@ from gensched.timing.series import Series
 from gensched.timing.slots import CapacityLedger, best_start, cheapest_slots
 
 STEP = timedelta(minutes=30)
-YEAR_START = datetime(2020, 1, 1, tzinfo=UTC)
-YEAR_END = datetime(2021, 1, 1, tzinfo=UTC)
 
 
 def prepare(series: Series) -> Series:
-    """30-minute steps (slot values sampled at :00 and :30, as the paper does). Data before 2020
-    stays: it is the history a forecaster and the first nightly windows look back on."""
-    return series.resample(STEP if series.step < STEP else series.step)
+    """30-minute steps: finer data sampled at :00 and :30 (as the paper does), hourly data
+    repeated. Data outside the study year stays: it is the history a forecaster and the first
+    nightly windows look back on, and room for the last deadlines."""
+    try:
+        return series.resample(STEP)
+    except ValueError as exc:
+        raise ValueError(f"the carbon series has a {series.step} step: use data on a step that divides or is a "
+                         "multiple of 30 minutes (5, 10, 15, 30 minutes, hourly)") from exc
+
+
+def study_year(truth: Series) -> tuple[datetime, datetime]:
+    """Start and end (UTC) of the calendar year the series covers most; ties go to the earlier."""
+    def covered(y: int) -> timedelta:
+        lo = max(truth.start, datetime(y, 1, 1, tzinfo=UTC))
+        hi = min(truth.end, datetime(y + 1, 1, 1, tzinfo=UTC))
+        return max(timedelta(0), hi - lo)
+    year = max(range(truth.start.year, min(truth.end.year, 9998) + 1), key=lambda y: (covered(y), -y))
+    return datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -39,11 +56,13 @@ class BatchJob:
     gpus: int = 1
 
 
-def nightly_jobs(truth: Series, days: int = 365) -> list[int]:
-    """One 30-minute job per day at 01:00 (slot indices)."""
-    first = truth.index_at(YEAR_START + timedelta(hours=1))
+def nightly_jobs(truth: Series, days: int = 365, window_steps: int = 0) -> list[int]:
+    """One 30-minute job per day at 01:00 of the study year (slot indices), for the days whose
+    window of ``window_steps`` slots either way lies inside the data."""
+    first = truth.index_at(study_year(truth)[0] + timedelta(hours=1))
     per_day = round(timedelta(days=1) / truth.step)
-    return [first + d * per_day for d in range(days)]
+    return [a for a in (first + d * per_day for d in range(days))
+            if a - window_steps >= 0 and a + window_steps + 1 <= len(truth)]
 
 
 def next_workday_deadline(finish: datetime) -> datetime:
@@ -61,11 +80,18 @@ def next_workday_deadline(finish: datetime) -> datetime:
 
 def ml_jobs(truth: Series, n: int = 3387, seed: int = 0, gpu_choices: tuple[int, ...] = (1,),
             gpu_weights: tuple[float, ...] = (1.0,)) -> list[BatchJob]:
-    """``n`` jobs on the workdays of 2020: the day uniform (multinomial), the start a random
-    half-hour in 09:00-16:30, the duration a random multiple of 30 minutes in 4 h-89.5 h."""
+    """``n`` jobs on the workdays of the study year (2020 for the paper's files): the day uniform
+    (multinomial), the start a random half-hour in 09:00-16:30, the duration a random multiple of
+    30 minutes in 4 h-89.5 h. When the data covers only part of the year, ``n`` shrinks in
+    proportion to the workdays it covers; jobs whose deadline falls after the data are left out."""
     rng = np.random.default_rng(seed)
-    days = [YEAR_START + timedelta(days=d) for d in range((YEAR_END - YEAR_START).days)]
-    workdays = [d for d in days if d.weekday() < 5]
+    year_start, year_end = study_year(truth)
+    days = [year_start + timedelta(days=d) for d in range((year_end - year_start).days)]
+    all_workdays = [d for d in days if d.weekday() < 5]
+    workdays = [d for d in all_workdays if d >= truth.start and d + timedelta(days=1) <= truth.end]
+    if not workdays:
+        return []
+    n = n if len(workdays) == len(all_workdays) else round(n * len(workdays) / len(all_workdays))
     per_day = rng.multinomial(n, [1 / len(workdays)] * len(workdays))
     starts: list[datetime] = []
     for day, k in zip(workdays, per_day, strict=True):
@@ -76,7 +102,9 @@ def ml_jobs(truth: Series, n: int = 3387, seed: int = 0, gpu_choices: tuple[int,
     jobs = []
     for t, d, g in zip(starts, durations, gpus, strict=True):
         finish = t + timedelta(minutes=int(d))
-        jobs.append(BatchJob(truth.index_at(t), int(d) // 30, truth.index_at(next_workday_deadline(finish)), int(g)))
+        job = BatchJob(truth.index_at(t), int(d) // 30, truth.index_at(next_workday_deadline(finish)), int(g))
+        if job.deadline <= len(truth):
+            jobs.append(job)
     return jobs
 
 
@@ -118,6 +146,8 @@ class RunResult:
 
     @property
     def saving_pct(self) -> float:
+        if self.baseline_emissions_g == 0:  # an all-zero signal: nothing to save
+            return 0.0
         return 100.0 * (1 - self.emissions_g / self.baseline_emissions_g)
 
 
@@ -125,11 +155,19 @@ def _g(truth: np.ndarray, slots: np.ndarray, power_kw: float, step_h: float) -> 
     return float(truth[slots].sum() * power_kw * step_h)
 
 
-def run_nightly(truth: Series, window_steps: int, forecast: Forecast, power_kw: float = 1.0) -> RunResult:
+def run_nightly(truth: Series, window_steps: int, forecast: Forecast, power_kw: float = 1.0,
+                jobs: list[int] | None = None) -> RunResult:
+    """``jobs`` (arrival slots, default :func:`nightly_jobs` for this window) must leave
+    ``window_steps`` slots of data either side."""
     step_h = truth.step / timedelta(hours=1)
     em = base = 0.0
     chosen = []
-    for a in nightly_jobs(truth):
+    jobs = nightly_jobs(truth, window_steps=window_steps) if jobs is None else jobs
+    if not jobs:
+        raise ValueError(f"the carbon series ({truth.start:%Y-%m-%d} to {truth.end:%Y-%m-%d}) holds no night with "
+                         f"{window_steps * truth.step} of data either side of 01:00: give more data or a smaller "
+                         "--window")
+    for a in jobs:
         lo = a - window_steps
         fc = forecast(lo, 2 * window_steps + 1)
         s = lo + int(np.argmin(fc))
