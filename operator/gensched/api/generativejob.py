@@ -9,6 +9,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
+from gensched.api.accounting import AccountingStatus, JobBudget
 from gensched.api.base import KubeModel
 from gensched.api.conditions import Condition
 from gensched.api.durations import DURATION_PATTERN, MAX_JOB_SPAN, check_duration, parse_duration, resolve_deadline
@@ -415,10 +416,8 @@ class ServeSpec(KubeModel):
                                      f"{note}: add them to one (experts: '0-{self.experts - 1}')")
 
 
-class BudgetSpec(KubeModel):
-    """Spending cap of one job."""
-
-    max_gpu_hours: float = Field(gt=0, description="GPU-hours the job may use (GPUs x hours).")
+class BudgetSpec(JobBudget):
+    """Spending cap of one job: maxGpuHours, maxCost, maxGCO2 and warnAt (api/accounting.py)."""
 
 
 class TolerationOperator(StrEnum):
@@ -493,7 +492,7 @@ class GenerativeJobSpec(KubeModel):
         if self.budget is not None and self.batch is not None and self.batch.estimated_duration:
             hours = parse_duration(self.batch.estimated_duration).total_seconds() / 3600
             need = hours * self.resources.gpus
-            if need > self.budget.max_gpu_hours:
+            if self.budget.max_gpu_hours is not None and need > self.budget.max_gpu_hours:
                 raise ValueError(
                     f"budget.maxGpuHours ({self.budget.max_gpu_hours}) is below what the job needs "
                     f"({need:.2f} GPU-hours = estimatedDuration x gpus): raise the budget or use fewer GPUs"
@@ -625,6 +624,8 @@ class GenerativeJobStatus(KubeModel):
     operator_replicas: dict[str, int] = Field(default_factory=dict, description="Replicas per model operator.")
     autoscaling: AutoscalingStatus | None = None
     queue: QueueStatus | None = None
+    accounting: AccountingStatus | None = Field(
+        default=None, description="GPU-hours, energy, gCO2, cost and outputs so far (final when the job ended).")
 
 
 class GenerativeJob(KubeModel):

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from gensched.api.accounting import AccountingSpec
 from gensched.api.base import KubeModel
 from gensched.api.durations import DURATION_PATTERN, MAX_JOB_SPAN, check_duration
 from gensched.api.errors import show
@@ -302,6 +303,9 @@ class SchedulingPolicySpec(KubeModel):
     queueing: QueueingSpec = Field(default_factory=QueueingSpec)
     quotas: list[NamespaceQuota] = Field(default_factory=list, max_length=1000,
                                          description="Per-namespace GPU quotas (cluster-wide, from every policy).")
+    accounting: AccountingSpec = Field(default_factory=AccountingSpec,
+                                       description="Prices, measured energy (DCGM), budgets and the serving "
+                                                   "circuit breaker.")
 
     @model_validator(mode="after")
     def _unique_quotas(self) -> SchedulingPolicySpec:
