@@ -1,10 +1,127 @@
-"""Command line: ``gensched run | simulate | crds | explain``."""
+"""Command line: ``gensched run | simulate | crds | explain``.
+
+Error contract: every error is one line on stderr that names the argument (or file) and the
+fix, and the exit status is 2; no traceback. Arguments are checked by argparse types, so the
+message says ``argument --nodes: ...``; errors found later (a file that cannot be read, data
+that does not fit) are turned into one line by :func:`main`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
+
+CARBON_CSV_DIR_ENV = "GENSCHED_CARBON_CSV_DIR"  # read by gensched.timing.sources (CSV confinement)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (usage is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        from gensched.api.errors import one_line
+
+        self.exit(2, f"{self.prog}: {one_line(message, 600)} (see {self.prog} --help)\n")
+
+
+def _show(text: str) -> str:
+    from gensched.api.errors import show
+
+    return show(text, 60)
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{_show(text)} is not a whole number: use {lo} to {hi}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: use {lo} to {hi}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+def _float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{_show(text)} is not a number") from None
+        low_ok = value > lo if lo_open else value >= lo
+        if not (low_ok and value <= hi):  # also refuses nan
+            bound = f"above {lo:g}" if lo_open else f"at least {lo:g}"
+            raise argparse.ArgumentTypeError(f"{value:g} is out of range: use a number {bound} and at most {hi:g}")
+        return value
+    parse.__name__ = "float"
+    return parse
+
+
+def _window(text: str) -> str:
+    from datetime import timedelta
+
+    from gensched.api.durations import check_duration
+
+    try:
+        check_duration(text, timedelta(days=7), "window")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _directory(text: str) -> str:
+    p = Path(text)
+    if not p.is_dir():
+        raise argparse.ArgumentTypeError(f"{_show(text)} is not a directory: create it or name an existing one")
+    return str(p.resolve())
+
+
+def _canonical_policy(name: str) -> str:
+    from gensched.packing.policies import ALIASES, POLICIES
+
+    known = [*POLICIES, "Gensched"]
+    by_lower = {k.lower(): k for k in known} | {k.lower(): v for k, v in ALIASES.items()}
+    got = by_lower.get(name.strip().lower())
+    if got is None:
+        raise argparse.ArgumentTypeError(f"unknown packing strategy {_show(name)}: use one of {', '.join(known)}")
+    return got
+
+
+def _tour_policy(text: str) -> str:
+    return "all" if text.strip().lower() == "all" else _canonical_policy(text)
+
+
+def _policy_list(text: str) -> str:
+    names = [p for p in text.split(",") if p.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no strategy given: use a comma-separated list such as fgd,bestfit")
+    return ",".join(_canonical_policy(p) for p in names)
+
+
+def _choice(loader: Callable[[], list[str]], what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        known = loader()
+        if text not in known:
+            raise argparse.ArgumentTypeError(f"unknown {what} {_show(text)}: use one of {', '.join(known)}")
+        return text
+    parse.__name__ = what
+    return parse
+
+
+def _models() -> list[str]:
+    from gensched.autoscale.roofline import SHAPES
+
+    return sorted(SHAPES)
+
+
+def _gpus() -> list[str]:
+    from gensched.autoscale.roofline import GPUS
+
+    return sorted(GPUS)
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
@@ -23,6 +140,8 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from gensched.controller.main import WebhookOptions, run_operator
 
+    if args.carbon_csv_dir:  # the CSV provider reads only inside this directory (timing/sources/csv_file.py)
+        os.environ[CARBON_CSV_DIR_ENV] = args.carbon_csv_dir
     webhook = WebhookOptions(port=args.webhook_port, addr=args.webhook_addr, host=args.webhook_host,
                              insecure=args.webhook_insecure, certfile=args.webhook_certfile,
                              pkeyfile=args.webhook_pkeyfile, cafile=args.webhook_cafile)
@@ -43,34 +162,28 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         try:
             out = run_autoscale(Path(args.trace), args.model, args.gpu, args.slo_ttft_ms, args.slo_tbt_ms,
                                 args.rate_scale, args.baseline, Path(args.json) if args.json else None)
-        except (ValueError, OSError) as exc:
-            print(f"gensched simulate autoscale: {exc}", file=sys.stderr)
-            return 2
+        except (KeyError, TypeError) as exc:  # a row without the trace's columns (e.g. a carbon CSV)
+            raise ValueError(f"--trace {args.trace}: not an Azure LLM inference trace (missing {exc}): give a CSV "
+                             "with TIMESTAMP, ContextTokens and GeneratedTokens columns") from None
         autoscale_table(out)
         return 0
     if args.what == "timing":
         from gensched.sim.timing_cli import default_signals, print_table, run_timing
-        from gensched.timing.sources.csv_file import SignalError
-        signals = [Path(x) for x in args.signal.split(",")] if args.signal else default_signals()
-        try:
-            result = run_timing(signals, args.scenario, args.window, args.forecast_error, args.forecaster,
-                                args.interruptible, args.repetitions, args.capacity, args.smoothing,
-                                Path(args.json) if args.json else None, Path(args.plot) if args.plot else None)
-        except (ValueError, OSError, SignalError) as exc:
-            print(f"gensched simulate timing: {exc}", file=sys.stderr)
-            return 2
+
+        signals = [Path(x) for x in args.signal.split(",") if x.strip()] if args.signal else default_signals()
+        if not signals:
+            raise ValueError("--signal: no file given: name one or more carbon CSVs, comma-separated")
+        result = run_timing(signals, args.scenario, args.window, args.forecast_error, args.forecaster,
+                            args.interruptible, args.repetitions, args.capacity, args.smoothing,
+                            Path(args.json) if args.json else None, Path(args.plot) if args.plot else None)
         print_table(result)
         return 0
     if args.what == "packing":
         from gensched.sim.packing_cli import run_packing
 
-        try:
-            run_packing(Path(args.nodes_csv), Path(args.pods_csv), args.policy.split(","), args.inflation,
-                        args.seeds, Path(args.json) if args.json else None, Path(args.plot) if args.plot else None,
-                        mode=args.mode)
-        except (OSError, ValueError) as exc:
-            print(f"gensched simulate packing: {exc}", file=sys.stderr)
-            return 2
+        run_packing(Path(args.nodes_csv), Path(args.pods_csv), args.policy.split(","), args.inflation,
+                    args.seeds, Path(args.json) if args.json else None, Path(args.plot) if args.plot else None,
+                    mode=args.mode)
         return 0
     from gensched.sim.tour import run_tour
 
@@ -78,22 +191,26 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from gensched.sim.explain import explain_file
+    from gensched.sim.explain import explain_files
 
-    return explain_file(Path(args.file), Path(args.profile) if args.profile else None)
+    return explain_files([Path(f) for f in args.files], Path(args.profile) if args.profile else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gensched", description=__doc__)
+    parser = _Parser(prog="gensched", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    port = _int_in(0, 65535)
 
     p = sub.add_parser("run", help="run the operator (kopf) against the current kubeconfig or in-cluster")
     p.add_argument("-n", "--namespace", action="append", default=[],
                    help="watch only this namespace (repeatable); default: all namespaces")
     p.add_argument("--standalone", action="store_true", help="no peering with other operator instances")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness probe endpoint URL")
-    p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port (0: off)")
-    p.add_argument("--webhook-port", type=int, default=0, help="serve the validating webhook here (0: off)")
+    p.add_argument("--metrics-port", type=port, default=9090, help="Prometheus metrics port (0: off)")
+    p.add_argument("--carbon-csv-dir", type=_directory, default=os.environ.get(CARBON_CSV_DIR_ENV) or None,
+                   help="the only directory SchedulingPolicies' timing.carbon.csvPath may read from "
+                        f"(default: ${CARBON_CSV_DIR_ENV}; unset: the CSV carbon provider is refused)")
+    p.add_argument("--webhook-port", type=port, default=0, help="serve the validating webhook here (0: off)")
     p.add_argument("--webhook-addr", default="0.0.0.0", help="address the webhook listens on")
     p.add_argument("--webhook-host", default=None, help="host name the API server calls (e.g. SVC.NS.svc)")
     p.add_argument("--webhook-insecure", action="store_true", help="plain HTTP (local development only)")
@@ -104,20 +221,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("simulate", help="replay the decision core offline (no cluster needed)")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--nodes", type=int, default=16, help="GPU nodes in the built-in synthetic cluster")
-    p.add_argument("--jobs", type=int, default=200, help="jobs in the built-in synthetic mix")
-    p.add_argument("--policy", default="all", help="packing strategy to show, or 'all' to compare")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=7)
+    p.add_argument("--nodes", type=_int_in(1, 10_000), default=16, help="GPU nodes in the built-in synthetic cluster")
+    p.add_argument("--jobs", type=_int_in(1, 100_000), default=200, help="jobs in the built-in synthetic mix")
+    p.add_argument("--policy", type=_tour_policy, default="all",
+                   help="packing strategy to show, or 'all' to compare")
     p.set_defaults(func=_cmd_simulate, what=None)
     what = p.add_subparsers(dest="what")
     pk = what.add_parser("packing", help="compare placement policies on a trace (Alibaba openb CSV format)")
     pk.add_argument("--nodes", dest="nodes_csv", required=True,
                     help="node list CSV (sn,cpu_milli,memory_mib,gpu,model)")
     pk.add_argument("--pods", dest="pods_csv", required=True, help="pod list CSV (openb_pod_list_*.csv format)")
-    pk.add_argument("--policy", default="fgd,gensched,bestfit,packing,clustering,dotprod,random",
+    pk.add_argument("--policy", type=_policy_list, default="fgd,gensched,bestfit,packing,clustering,dotprod,random",
                     help="comma-separated: fgd, gensched, bestfit, packing, clustering, dotprod, random, firstfit")
-    pk.add_argument("--inflation", type=float, default=1.3, help="workload as a multiple of GPU capacity")
-    pk.add_argument("--seeds", type=int, default=10, help="number of seeds, from 42 (the FGD paper's)")
+    pk.add_argument("--inflation", type=_float_in(0, 100, lo_open=True), default=1.3,
+                    help="workload as a multiple of GPU capacity (above 0, at most 100)")
+    pk.add_argument("--seeds", type=_int_in(1, 1000), default=10, help="number of seeds, from 42 (the FGD paper's)")
     pk.add_argument("--mode", choices=["fgd", "replay"], default="fgd",
                     help="fgd: the paper's arrival-only protocol; replay: creation/deletion times")
     pk.add_argument("--json", default=None, help="write results here")
@@ -125,26 +244,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     tm = what.add_parser("timing", help="time shifting on recorded carbon intensity (Let's Wait Awhile scenarios)")
     tm.add_argument("--signal", default=None,
-                    help="comma-separated carbon CSVs (default: ger_ci, gb_ci, fr_ci from the shared data)")
+                    help="comma-separated carbon CSVs, any year and region (default: ger_ci, gb_ci, fr_ci "
+                         "from the shared data)")
     tm.add_argument("--scenario", choices=["nightly", "ml"], default="nightly")
-    tm.add_argument("--window", default="8h", help="nightly: how far a job may move either way")
-    tm.add_argument("--forecast-error", type=float, default=0.05, help="noise sd as a fraction of the mean")
+    tm.add_argument("--window", type=_window, default="8h",
+                    help="nightly: how far a job may move either way (at most 7d)")
+    tm.add_argument("--forecast-error", type=_float_in(0, 10), default=0.05,
+                    help="noise sd as a fraction of the mean")
     tm.add_argument("--forecaster", choices=["noisy-oracle", "history", "perfect"], default="noisy-oracle")
     tm.add_argument("--interruptible", action="store_true", help="ml: jobs may pause between 30-minute slots")
-    tm.add_argument("--repetitions", type=int, default=10, help="noisy-oracle repetitions (seeds 0..N-1)")
-    tm.add_argument("--capacity", type=int, default=None, help="ml: GPUs shared by all jobs (1-2 GPUs each)")
-    tm.add_argument("--smoothing", type=int, default=None,
+    tm.add_argument("--repetitions", type=_int_in(1, 1000), default=10,
+                    help="noisy-oracle repetitions (seeds 0..N-1)")
+    tm.add_argument("--capacity", type=_int_in(2, 1_000_000), default=None,
+                    help="ml: GPUs shared by all jobs (1-2 GPUs each)")
+    tm.add_argument("--smoothing", type=_int_in(1, 48), default=None,
                     help="forecast smoothing in slots (default: 3 for a noisy forecast, else 1 = off)")
     tm.add_argument("--json", default=None, help="write results here")
     tm.add_argument("--plot", default=None, help="draw two weeks of each series with the chosen slots (PNG)")
 
     au = what.add_parser("autoscale", help="static vs model-level vs per-operator serving on an Azure LLM trace")
     au.add_argument("--trace", required=True, help="AzureLLMInferenceTrace_{conv,code}.csv format")
-    au.add_argument("--model", default="llama-7b", help="llama-7b, llama-13b, llama-70b (modelled profiles)")
-    au.add_argument("--gpu", default="h100", help="a100 or h100")
-    au.add_argument("--slo-ttft-ms", type=float, default=1000.0)
-    au.add_argument("--slo-tbt-ms", type=float, default=100.0)
-    au.add_argument("--rate-scale", type=float, default=1.0, help="compress time: x requests per second")
+    au.add_argument("--model", type=_choice(_models, "model"), default="llama-7b",
+                    help="llama-7b, llama-13b, llama-70b (modelled profiles)")
+    au.add_argument("--gpu", type=_choice(_gpus, "gpu"), default="h100", help="a100 or h100")
+    au.add_argument("--slo-ttft-ms", type=_float_in(0, 3_600_000, lo_open=True), default=1000.0)
+    au.add_argument("--slo-tbt-ms", type=_float_in(0, 3_600_000, lo_open=True), default=100.0)
+    au.add_argument("--rate-scale", type=_float_in(0, 10_000, lo_open=True), default=1.0,
+                    help="compress time: x requests per second (above 0)")
     au.add_argument("--baseline", choices=["whole", "fractional"], default="whole",
                     help="whole-model replicas on whole GPUs, or on any GPU share")
     au.add_argument("--json", default=None)
@@ -154,8 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chart", default="charts/gensched/crds", help="also write here ('' to skip)")
     p.set_defaults(func=_cmd_crds)
 
-    p = sub.add_parser("explain", help="validate a GenerativeJob/SchedulingPolicy file and show the decisions")
-    p.add_argument("file")
+    p = sub.add_parser("explain", help="validate GenerativeJob/SchedulingPolicy files and show the decisions")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="YAML manifests (several files or a glob; a policy marked default in any applies to all)")
     p.add_argument("--profile", default=None,
                    help="a measured operator profile (profiler JSON): preview how each operator is sized")
     p.set_defaults(func=_cmd_explain)
@@ -163,8 +290,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; known errors become one line on stderr and exit status 2."""
+    from gensched.api.errors import one_line
+    from gensched.timing.sources.base import SignalError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    where = " ".join(x for x in ("gensched", args.command, getattr(args, "what", None)) if x)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{where}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `gensched simulate | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
+    except (ValueError, OSError, SignalError) as exc:  # SpecError, ProfileError, yaml and file errors too
+        print(f"{where}: {one_line(_describe(exc), 900)}", file=sys.stderr)
+        return 2
+
+
+def _describe(exc: BaseException) -> str:
+    """The message of a known error; file errors name the file and what is wrong."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc.__class__.__name__}"
+    return str(exc) or exc.__class__.__name__
 
 
 if __name__ == "__main__":

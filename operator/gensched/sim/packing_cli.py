@@ -60,6 +60,10 @@ def replay_with_departures(nodes: list, pods: list[TracePod], policy: str, mix: 
 
 def run_packing(nodes_csv: Path, pods_csv: Path, policies: list[str], inflation: float, seeds: int,
                 json_out: Path | None, plot: Path | None, mode: str = "fgd", quiet: bool = False) -> dict:
+    if not 0 < inflation <= 100:
+        raise ValueError(f"--inflation {inflation:g}: use a multiple of GPU capacity above 0 (e.g. 1.3)")
+    if seeds < 1:
+        raise ValueError(f"--seeds {seeds}: use at least 1")
     report = LoadReport()
     nodes = load_nodes(nodes_csv, report)
     pods = load_pods(pods_csv, report, known_models={n.gpu_model for n in nodes})

@@ -52,6 +52,9 @@ def replay_packing(policy: str, nodes: int, jobs: int, seed: int) -> PackingResu
 
 
 def run_tour(seed: int = 7, nodes: int = 16, jobs: int = 200, policy: str = "all") -> int:
+    if nodes < 1 or jobs < 1 or seed < 0:
+        raise ValueError(f"--nodes {nodes}, --jobs {jobs}, --seed {seed}: nodes and jobs must be at least 1, "
+                         "the seed not negative")
     cluster = synthetic_cluster(nodes, seed)
     gpus = sum(n.gpu_count for n in cluster)
     print("gensched simulate: built-in synthetic cluster and job mix (no cluster, no files needed)")
