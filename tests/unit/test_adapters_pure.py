@@ -26,7 +26,12 @@ def test_gpu_nodes_follow_device_plugin_and_gfd_labels() -> None:
     assert n is not None and (n.gpu_count, n.gpu_model, n.cpu_milli) == (4, "NVIDIA-L4", 48_000)
     assert n.gpu_memory_gib == pytest.approx(22.49, abs=0.01) and n.memory_mib == 192 * 1024
     assert gpu_node_from(node({}, {"cpu": "8", "memory": "32Gi"})) is None
-    assert gpu_node_from(node(gfd, {"nvidia.com/gpu": "4"}, unschedulable=True)) is None
+    cordoned = gpu_node_from(node(gfd, {"nvidia.com/gpu": "4"}, unschedulable=True))
+    assert cordoned is not None and not cordoned.schedulable  # kept: what runs there still counts
+    shared = gpu_node_from(node({**gfd, "nvidia.com/gpu.product": "NVIDIA-L4-SHARED"}, {"nvidia.com/gpu": "4"}))
+    assert shared is not None and shared.gpu_model == "NVIDIA-L4"  # time-slicing suffix maps to the base model
+    odd = gpu_node_from(node(gfd, {"nvidia.com/gpu": "4", "cpu": "1e2", "memory": ".5Ti"}))
+    assert odd is not None and (odd.cpu_milli, odd.memory_mib) == (100_000, 512 * 1024)
 
 
 def test_mig_single_strategy_nodes_become_mig_nodes_and_mixed_ones_keep_plain_gpus() -> None:

@@ -1,4 +1,9 @@
-"""kopf handlers: thin glue from watch events to the lifecycle and the cluster picture."""
+"""kopf handlers: watches that keep the caches current and wake the loop, the webhook, the probe.
+
+No handler here writes to the API: kopf only watches (``on.event`` handlers need no finalizers or
+progress annotations), so a standby replica is silent and the loop (``loop.py``), run by the Lease
+holder, is the one writer.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +16,34 @@ from pydantic import BaseModel, ValidationError
 
 from gensched import GROUP, VERSION
 from gensched.api import GenerativeJobSpec, SchedulingPolicySpec, format_validation_error
-from gensched.controller import job_cache, lifecycle, serving_gpus
-from gensched.controller.kube import kube
-from gensched.controller.reservations import RESERVATIONS
-from gensched.observe import metrics
+from gensched.api.errors import bounded
+from gensched.controller.cache import CACHE
+from gensched.controller.leader import LeaderElector
+from gensched.controller.loop import Loop, relist
+from gensched.controller.picture import build as build_picture
+from gensched.controller.signals import operator_namespace
 
 GJ = (GROUP, VERSION, "generativejobs")
-RETRY_SECONDS = float(os.environ.get("GENSCHED_RETRY_SECONDS", "3"))
-AUTOSCALE_SECONDS = float(os.environ.get("GENSCHED_AUTOSCALE_SECONDS", "10"))
-WAITING = {None, "Pending", "Deferred"}  # placed jobs follow their Job's watch events instead
+MANAGED = {"app.kubernetes.io/managed-by": "gensched"}
+_state: dict[str, Any] = {}
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
-    settings.persistence.finalizer = "gensched.io/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gensched.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="gensched.io", key="last-handled-configuration")
-    settings.posting.level = logging.WARNING  # only explicit decisions and warnings become Events
+    settings.posting.level = logging.ERROR  # Events come from the loop; kopf reports only its own failures
     settings.watching.server_timeout = 300
-    settings.networking.request_timeout = 60
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
     settings.scanning.disabled = True
+    settings.execution.max_workers = 4
     port = int(os.environ.get("GENSCHED_WEBHOOK_PORT") or 0)
     if port:
         settings.admission.server = kopf.WebhookServer(
@@ -42,17 +54,48 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
             pkeyfile=os.environ.get("GENSCHED_WEBHOOK_PKEYFILE") or None,
             cafile=os.environ.get("GENSCHED_WEBHOOK_CAFILE") or None)
         settings.admission.managed = "gensched.io"
-    workers = [a for svc in kube().list_owned_rayservices() for a in serving_gpus.held(svc)]
-    conflicts = RESERVATIONS.rebuild(kube().list_nodes(), kube().list_owned_jobs(), workers)
-    job_cache.prime(kube().list_generativejobs())
-    allocated, total, frag, nodes = RESERVATIONS.snapshot()
-    metrics.update_cluster(allocated, total, frag, nodes)
-    logger.info("cluster picture rebuilt: %d GPU nodes, %d/%d milli-GPU reserved, %d conflicts",
-                nodes, allocated, total, len(conflicts))
+    relist()  # the caches start full: nothing is decided on a partial picture
+    elector = LeaderElector(
+        namespace=os.environ.get("GENSCHED_LEASE_NAMESPACE") or operator_namespace(),
+        name=os.environ.get("GENSCHED_LEASE_NAME", "gensched-leader"),
+        duration=_env_float("GENSCHED_LEASE_SECONDS", 10.0), retry=_env_float("GENSCHED_LEASE_RETRY_SECONDS", 2.0),
+        enabled=os.environ.get("GENSCHED_LEADER_ELECTION", "1") != "0")
+    loop = Loop(elector, period=_env_float("GENSCHED_RETRY_SECONDS", 2.0),
+                resync=_env_float("GENSCHED_RESYNC_SECONDS", 30.0))
+    import threading
+
+    threading.Thread(target=elector.run, name="gensched-lease", daemon=True).start()
+    loop.start()
+    _state.update(elector=elector, loop=loop)
+    pic = build_picture(CACHE)
+    logger.info("cluster picture rebuilt: %d GPU nodes, %d/%d milli-GPU reserved, %d foreign GPU pods, %d conflicts",
+                len(pic.state.index), pic.state.allocated_milli(), pic.state.total_milli(), pic.foreign,
+                len(pic.conflicts))
+    logger.info("caches primed: %d nodes, %d pods, %d Jobs, %d GenerativeJobs; lease %s/%s as %s",
+                CACHE.count("nodes"), CACHE.count("pods"), CACHE.count("jobs"), CACHE.count("generativejobs"),
+                elector.namespace, elector.name, elector.identity)
 
 
-def _publish() -> None:
-    metrics.update_cluster(*RESERVATIONS.snapshot())
+@kopf.on.cleanup()
+def shutdown(**_: Any) -> None:
+    loop, elector = _state.get("loop"), _state.get("elector")
+    if loop is not None:
+        loop.stop()
+        if loop.thread is not None:
+            loop.thread.join(timeout=10)
+    if elector is not None:
+        elector.stop(release=True)
+
+
+@kopf.on.probe(id="loop")
+def loop_alive(**_: Any) -> str:
+    """Liveness: fails (HTTP 500) when the loop thread died or made no progress for a minute."""
+    loop = _state.get("loop")
+    if loop is None:
+        return "starting"
+    if not loop.healthy(_env_float("GENSCHED_STALL_SECONDS", 60.0)):
+        raise RuntimeError("the reconcile loop is not making progress")
+    return "leader" if loop.elector.is_leader() else "standby"
 
 
 def _admission(model: type[BaseModel], spec: Any) -> None:
@@ -60,7 +103,11 @@ def _admission(model: type[BaseModel], spec: Any) -> None:
     try:
         model.model_validate(dict(spec or {}))
     except ValidationError as exc:
-        raise kopf.AdmissionError("; ".join(str(e) for e in format_validation_error(exc)), code=422) from None
+        raise kopf.AdmissionError(bounded("; ".join(str(e) for e in format_validation_error(exc))),
+                                  code=422) from None
+    except Exception as exc:  # never answer with a raw exception
+        raise kopf.AdmissionError(f"spec could not be checked: {bounded(type(exc).__name__, 80)}", code=422) \
+            from None
 
 
 def validate_job(spec: kopf.Spec, **_: Any) -> None:
@@ -79,85 +126,28 @@ if os.environ.get("GENSCHED_WEBHOOK_PORT"):
                      ignore_failures=True)(validate_policy)
 
 
-@kopf.on.resume(*GJ)
-@kopf.on.create(*GJ)
-def admit(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    lifecycle.reconcile(dict(body), patch)
-    _publish()
+def _relevant_pod(body: dict) -> bool:
+    """Pods the picture needs: GPU consumers, and the pods of Jobs (to know when an evicted one is gone)."""
+    from gensched.controller.picture import _gpu_request
+
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return "job-name" in labels or _gpu_request(body) > 0
 
 
-@kopf.on.update(*GJ, field="spec")
-def respec(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """An edited spec: re-admit a fixed Invalid job, roll serving forward, warn about placed batch jobs."""
-    lifecycle.reconcile(dict(body), patch, spec_changed=True)
-    _publish()
+def _watch(kind: str):
+    def handler(body: kopf.Body, type: str | None, **_: Any) -> None:
+        obj = dict(body)
+        if kind == "pods" and type != "DELETED" and not _relevant_pod(obj):
+            type = "DELETED"  # not a GPU consumer (any more): keep it out of memory
+        CACHE.observe(kind, type, obj)
+    handler.__name__ = f"watch_{kind}"
+    return handler
 
 
-@kopf.timer(*GJ, interval=RETRY_SECONDS, initial_delay=RETRY_SECONDS,
-            when=lambda status, **_: status.get("phase") in WAITING)
-def retry(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """Pending and deferred jobs are re-tried: capacity frees up, planned starts arrive."""
-    lifecycle.reconcile(dict(body), patch)
-    _publish()
-
-
-def _between_slots(status: dict, **_: Any) -> bool:
-    return status.get("phase") in ("Placed", "Running") and len(status.get("plannedSlots") or []) > 1
-
-
-@kopf.timer(*GJ, interval=RETRY_SECONDS, initial_delay=RETRY_SECONDS, when=_between_slots)
-def follow_plan(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """Interruptible jobs with a multi-slot plan: pause and resume at slot boundaries."""
-    lifecycle.reconcile(dict(body), patch)
-
-
-def _serving(spec: dict, status: dict, **_: Any) -> bool:
-    return spec.get("mode") == "Serve" and status.get("phase") == "Running"
-
-
-@kopf.timer(*GJ, interval=AUTOSCALE_SECONDS, initial_delay=AUTOSCALE_SECONDS, when=_serving)
-def scale_operators(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """Per-operator autoscaling of running Serve jobs (the policy's intervalSeconds applies inside)."""
-    lifecycle.autoscale_pass(dict(body), patch)
-
-
-@kopf.on.delete(*GJ)
-def free(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
-    meta = body["metadata"]
-    if (body.get("spec") or {}).get("mode") == "Serve":
-        serving_gpus.release_all(meta["namespace"], meta["name"],
-                                 kube().get_rayservice(meta["namespace"], meta["name"]))
-    released = RESERVATIONS.release(lifecycle.key_of(dict(body)))
-    if released is not None:
-        logger.info("released GPUs %s on %s", released.gpu_indices, released.node)
-    _publish()
-
-
-@kopf.on.event(*GJ)
-def mirror(body: kopf.Body, type: str | None, **_: Any) -> None:
-    """Keep the operator's view of all GenerativeJobs current (capacity-aware plans read it)."""
-    job_cache.observe(type, dict(body))
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": "gensched"})
-def job_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
-    if type in (None, "ADDED", "MODIFIED"):
-        lifecycle.on_job_event(dict(body))
-        _publish()
-
-
-@kopf.on.event("", "v1", "nodes")
-def node_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
-    if type == "DELETED":
-        RESERVATIONS.remove_node(body["metadata"]["name"])
-    else:
-        RESERVATIONS.upsert_node(dict(body))
-    _publish()
-
-
-@kopf.on.event("ray.io", "v1", "rayservices", labels={"app.kubernetes.io/managed-by": "gensched"})
-def rayservice_changed(body: kopf.Body, **_: Any) -> None:
-    name = (body["metadata"].get("labels") or {}).get("gensched.io/job")
-    gj = kube().get_generativejob(body["metadata"]["namespace"], name) if name else None
-    if gj is not None:
-        lifecycle.reconcile(gj, None)
+kopf.on.event(*GJ, id="watch-generativejobs")(_watch("generativejobs"))
+kopf.on.event(GROUP, VERSION, "schedulingpolicies", id="watch-policies")(_watch("policies"))
+kopf.on.event("batch", "v1", "jobs", labels=MANAGED, id="watch-jobs")(_watch("jobs"))
+kopf.on.event("", "v1", "nodes", id="watch-nodes")(_watch("nodes"))
+kopf.on.event("", "v1", "pods", id="watch-pods")(_watch("pods"))
+kopf.on.event("scheduling.k8s.io", "v1", "priorityclasses", id="watch-priorityclasses")(_watch("priorityclasses"))
+kopf.on.event("ray.io", "v1", "rayservices", labels=MANAGED, id="watch-rayservices")(_watch("rayservices"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from datetime import UTC, datetime
 from functools import cache
 
 import kubernetes
@@ -9,7 +11,16 @@ from kubernetes.client.rest import ApiException
 
 from gensched import GROUP, VERSION
 
-__all__ = ["ApiException", "Kube", "kube"]
+__all__ = ["ApiException", "Kube", "kube", "outcome_unknown"]
+
+TIMEOUT = float(os.environ.get("GENSCHED_API_TIMEOUT_SECONDS", "10"))  # connect and read, every call
+
+
+def outcome_unknown(exc: BaseException) -> bool:
+    """A write whose effect is unknown (timeout, lost reply, 5xx): read back before concluding anything."""
+    if isinstance(exc, ApiException):
+        return exc.status in (0, 500, 502, 503, 504) or exc.status is None
+    return True  # connection reset, timeout, ...
 
 
 class Kube:
@@ -19,22 +30,69 @@ class Kube:
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config()
         client = kubernetes.client.ApiClient()
+        client.configuration.retries = 0  # the loop retries at the level of decisions, not requests
         self.core = kubernetes.client.CoreV1Api(client)
         self.batch = kubernetes.client.BatchV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
+        self.coord = kubernetes.client.CoordinationV1Api(client)
+        self.sched = kubernetes.client.SchedulingV1Api(client)
+        self._ser = client.sanitize_for_serialization
+        self.t = TIMEOUT
+
+    # -- everything the caches list (startup and resync)
+    def list_pods(self) -> list[dict]:
+        """Pods bound to a node (any owner: foreign GPU pods count in the cluster picture)."""
+        pods = self.core.list_pod_for_all_namespaces(field_selector="spec.nodeName!=", _request_timeout=self.t)
+        return [self._ser(p) for p in pods.items if p.spec and p.spec.node_name]
+
+    def list_priorityclasses(self) -> list[dict]:
+        return [self._ser(p) for p in self.sched.list_priority_class(_request_timeout=self.t).items]
+
+    def create_event(self, namespace: str, body: dict) -> None:
+        self.core.create_namespaced_event(namespace, body, _request_timeout=self.t)
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background",
+                                             _request_timeout=self.t)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # -- leases (leader election)
+    def get_lease(self, namespace: str, name: str) -> dict | None:
+        try:
+            return self._ser(self.coord.read_namespaced_lease(name, namespace, _request_timeout=self.t))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_lease(self, namespace: str, body: dict) -> dict:
+        return self._ser(self.coord.create_namespaced_lease(namespace, body, _request_timeout=self.t))
+
+    def replace_lease(self, namespace: str, name: str, body: dict) -> dict:
+        """Replace with the body's resourceVersion as precondition (409 when someone else wrote first)."""
+        return self._ser(self.coord.replace_namespaced_lease(name, namespace, body, _request_timeout=self.t))
+
+    @staticmethod
+    def micro_time(t: datetime) -> str:
+        return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     # -- nodes and jobs (cluster picture)
     def list_nodes(self) -> list[dict]:
-        return [self.core.api_client.sanitize_for_serialization(n) for n in self.core.list_node().items]
+        return [self._ser(n) for n in self.core.list_node(_request_timeout=self.t).items]
 
     def list_owned_jobs(self) -> list[dict]:
-        jobs = self.batch.list_job_for_all_namespaces(label_selector="app.kubernetes.io/managed-by=gensched")
+        jobs = self.batch.list_job_for_all_namespaces(label_selector="app.kubernetes.io/managed-by=gensched",
+                                                    _request_timeout=self.t)
         return [self.batch.api_client.sanitize_for_serialization(j) for j in jobs.items]
 
     def list_owned_rayservices(self) -> list[dict]:
         try:
             return self.custom.list_cluster_custom_object(
-                "ray.io", "v1", "rayservices", label_selector="app.kubernetes.io/managed-by=gensched").get("items", [])
+                "ray.io", "v1", "rayservices", label_selector="app.kubernetes.io/managed-by=gensched",
+                _request_timeout=self.t).get("items", [])
         except ApiException as exc:
             if exc.status == 404:  # KubeRay not installed
                 return []
@@ -42,49 +100,53 @@ class Kube:
 
     def get_job(self, namespace: str, name: str) -> dict | None:
         try:
-            job = self.batch.read_namespaced_job(name, namespace)
+            job = self.batch.read_namespaced_job(name, namespace, _request_timeout=self.t)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
         return self.batch.api_client.sanitize_for_serialization(job)
 
-    def create_job(self, namespace: str, body: dict) -> None:
-        self.batch.create_namespaced_job(namespace, body)
+    def create_job(self, namespace: str, body: dict) -> dict:
+        return self._ser(self.batch.create_namespaced_job(namespace, body, _request_timeout=self.t))
 
-    def patch_job(self, namespace: str, name: str, patch: dict) -> None:
-        self.batch.patch_namespaced_job(name, namespace, patch)
+    def patch_job(self, namespace: str, name: str, patch: dict) -> dict:
+        return self._ser(self.batch.patch_namespaced_job(name, namespace, patch, _request_timeout=self.t))
 
     # -- gensched objects
     def list_policies(self) -> list[dict]:
-        return self.custom.list_cluster_custom_object(GROUP, VERSION, "schedulingpolicies").get("items", [])
+        return self.custom.list_cluster_custom_object(GROUP, VERSION, "schedulingpolicies",
+                                                      _request_timeout=self.t).get("items", [])
 
     def get_generativejob(self, namespace: str, name: str) -> dict | None:
         try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "generativejobs", name)
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "generativejobs", name,
+                                                           _request_timeout=self.t)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
     def list_generativejobs(self) -> list[dict]:
-        return self.custom.list_cluster_custom_object(GROUP, VERSION, "generativejobs").get("items", [])
+        return self.custom.list_cluster_custom_object(GROUP, VERSION, "generativejobs",
+                                                      _request_timeout=self.t).get("items", [])
 
     def patch_generativejob_status(self, namespace: str, name: str, status: dict,
-                                   resource_version: str | None = None) -> None:
+                                   resource_version: str | None = None) -> dict:
         """Merge ``status`` in; with ``resource_version``, only if the object is still at that version
         (else ApiException 409)."""
         body: dict = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "generativejobs", name, body)
+        return self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "generativejobs", name,
+                                                                 body, _request_timeout=self.t)
 
     def read_secret(self, namespace: str, name: str, key: str) -> str | None:
         """One key of a Secret, decoded; None when the Secret or key is missing."""
         import base64
 
         try:
-            secret = self.core.read_namespaced_secret(name, namespace)
+            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=self.t)
         except ApiException as exc:
             if exc.status in (403, 404):
                 return None
@@ -95,7 +157,7 @@ class Kube:
     def read_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         """A ConfigMap's data; None when it does not exist (or the operator may not read it)."""
         try:
-            cm = self.core.read_namespaced_config_map(name, namespace)
+            cm = self.core.read_namespaced_config_map(name, namespace, _request_timeout=self.t)
         except ApiException as exc:
             if exc.status in (403, 404):
                 return None
@@ -105,17 +167,20 @@ class Kube:
     # -- serving
     def get_rayservice(self, namespace: str, name: str) -> dict | None:
         try:
-            return self.custom.get_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", name)
+            return self.custom.get_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", name,
+                                                           _request_timeout=self.t)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
-    def patch_rayservice(self, namespace: str, name: str, patch: dict) -> None:
-        self.custom.patch_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", name, patch)
+    def patch_rayservice(self, namespace: str, name: str, patch: dict) -> dict:
+        return self.custom.patch_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", name, patch,
+                                                          _request_timeout=self.t)
 
-    def create_rayservice(self, namespace: str, body: dict) -> None:
-        self.custom.create_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", body)
+    def create_rayservice(self, namespace: str, body: dict) -> dict:
+        return self.custom.create_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", body,
+                                                           _request_timeout=self.t)
 
 
 @cache

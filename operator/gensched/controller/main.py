@@ -43,6 +43,8 @@ def run_operator(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import gensched.controller.handlers  # noqa: F401  (registers the handlers)
 
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event otherwise
+
     metrics.serve(metrics_port)
     kopf.run(
         standalone=standalone,

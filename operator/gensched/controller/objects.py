@@ -9,6 +9,7 @@ operator rebuilds its cluster picture from them after a restart.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -22,6 +23,39 @@ ANN_GPUS = "gensched.io/gpus"
 ANN_MILLI = "gensched.io/gpu-milli"
 ANN_NODE = "gensched.io/node"
 HOSTNAME = "kubernetes.io/hostname"
+ANN_EVICT = "gensched.io/evict"  # set with suspend: the Job gives its GPUs back once its pods are gone
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def label_value(name: str) -> str:
+    """A name usable as a label value (at most 63 characters): long names are cut and end in a hash."""
+    if len(name) <= 63:
+        return name
+    return f"{name[:52].rstrip('-.')}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+
+
+def job_name(gj_name: str) -> str:
+    """The owned Job's name (Job names become pod label values: at most 63 characters)."""
+    return label_value(gj_name)
+
+
+def owner_of(obj: dict) -> str | None:
+    """Name of the GenerativeJob that owns ``obj`` (ownerReferences, else the gensched.io/job label)."""
+    meta = obj.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == "GenerativeJob":
+            return ref.get("name")
+    return (meta.get("labels") or {}).get(LABEL_JOB)
+
+
+def evict_patch(by: str, reason: str) -> dict:
+    return {"metadata": {"annotations": {ANN_EVICT: json.dumps({"by": by, "reason": reason, "at": time.time()})}},
+            "spec": {"suspend": True}}
+
+
+def requeue_patch() -> dict:
+    """Drop the reservation record of a Job whose pods are gone (after an eviction)."""
+    return {"metadata": {"annotations": {ANN_PLACEMENT: None, ANN_EVICT: None}}}
 
 
 def owner_reference(body: dict) -> dict:
@@ -47,7 +81,7 @@ def batch_job(name: str, namespace: str, spec: GenerativeJobSpec, owner: dict) -
             env.append({"name": "GENSCHED_OUTPUT", "value": spec.batch.output})
         if spec.batch.items:
             env.append({"name": "GENSCHED_ITEMS", "value": str(spec.batch.items)})
-    labels = {**MANAGED_BY, LABEL_JOB: name}
+    labels = {**MANAGED_BY, LABEL_JOB: label_value(name)}
     container: dict = {
         "name": "workload",
         "image": spec.model.image,
@@ -73,7 +107,8 @@ def batch_job(name: str, namespace: str, spec: GenerativeJobSpec, owner: dict) -
             "parallelism": 1,
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"restartPolicy": "Never", "containers": [container]},
+                "spec": {"restartPolicy": "Never", "containers": [container],
+                         "tolerations": [GPU_TOLERATION, *(t.to_wire() for t in spec.tolerations)]},
             },
         },
     }

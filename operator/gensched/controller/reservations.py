@@ -50,6 +50,35 @@ class Reservations:
             log.error("reservation conflict while rebuilding: %s", c)
         return conflicts
 
+    def load(self, state: ClusterState) -> None:
+        """Adopt a picture rebuilt from the caches (each loop iteration starts from the API's truth)."""
+        with self._lock:
+            self._state = state
+            self._nodes = {n.name: n for n in state.nodes}
+
+    @property
+    def state(self) -> ClusterState:
+        return self._state
+
+    def learn(self, req: GpuRequest) -> None:
+        """Remember a request for the task mix FGD and Gensched score against."""
+        with self._lock:
+            if req.key not in self._history:
+                self._history[req.key] = req
+                self._seen_since_mix += 1
+                if len(self._history) > HISTORY:
+                    self._history.popitem(last=False)
+
+    def placer(self, strategy: str) -> Placer:
+        with self._lock:
+            if (self._mix is None or self._seen_since_mix >= RELEARN_EVERY) and self._history:
+                self._mix = TaskMix.from_requests(list(self._history.values()))
+                self._seen_since_mix = 0
+                self._placers.clear()
+            if strategy not in self._placers:
+                self._placers[strategy] = get_placer(strategy, mix=self._mix)
+            return self._placers[strategy]
+
     def upsert_node(self, node: dict) -> None:
         gpu = gpu_node_from(node)
         name = node["metadata"]["name"]

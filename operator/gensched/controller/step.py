@@ -1,9 +1,9 @@
 """One reconcile pass's output: status fields, conditions and Events, written once at the end.
 
-Conditions are written apart from the other status fields. Handlers of one object can run at the same
-time (kopf runs timers beside event handlers), and a merge patch replaces the whole ``conditions`` list,
-so each pass replays only the condition types it set onto the object's latest list, with the
-resourceVersion as a precondition, and retries on a conflict: no pass erases another's conditions.
+The status is written as one merge patch with the object's resourceVersion as a precondition, so a
+pass computed from an older version can never overwrite a newer status (Running -> Succeeded ->
+Running). On a conflict nothing is written and no Event is posted: the job is marked for another pass,
+which recomputes from the newer object (level-triggered). A pass that changes nothing costs no API call.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import kopf
-
 from gensched.api import Phase
 from gensched.api.conditions import set_condition
-from gensched.controller import clock
-from gensched.controller.kube import ApiException, kube
+from gensched.api.errors import bounded
+from gensched.controller import clock, events
+from gensched.controller.cache import CACHE
+from gensched.controller.kube import ApiException, kube, outcome_unknown
 from gensched.observe import metrics
+
+log = logging.getLogger(__name__)
 
 
 def now() -> datetime:
@@ -28,87 +30,81 @@ def now() -> datetime:
 
 @dataclass
 class Step:
-    """What one reconcile pass wants written: status fields, conditions and at most one Event."""
+    """What one reconcile pass wants written: status fields, conditions and Events."""
 
     body: dict
     status: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[str, str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._conditions = list((self.body.get("status") or {}).get("conditions") or [])
+        self._old = dict(self.body.get("status") or {})
+        self._conditions = list(self._old.get("conditions") or [])
         self._gen = self.body["metadata"].get("generation")
         self._set: dict[str, tuple[bool, str, str]] = {}
+        self.written = False
 
     def condition(self, type_: str, ok: bool, reason: str, message: str) -> None:
-        self._conditions = set_condition(self._conditions, type_, ok, reason, message, now(), self._gen)
+        self._conditions = set_condition(self._conditions, type_, ok, reason, bounded(message), now(), self._gen)
         self._set[type_] = (ok, reason, message)
 
     def alert(self, type_: str, ok: bool, reason: str, message: str, event: str) -> None:
-        """Set a condition and raise one Warning Event ``event`` only when it enters this status (the
-        next passes re-assert it quietly)."""
+        """Set a condition and raise one Warning Event ``event`` only when it enters this status."""
         status = "True" if ok else "False"
         entered = not any(c.get("type") == type_ and c.get("status") == status
-                          for c in (self.body.get("status") or {}).get("conditions") or [])
+                          for c in self._old.get("conditions") or [])
         self.condition(type_, ok, reason, message)
         if entered:
             self.events.append(("Warning", event, message))
 
     @property
     def conditions(self) -> list[dict]:
-        """The conditions as this pass leaves them (on the list the pass started from)."""
         return self._conditions
 
     def phase(self, phase: Phase, message: str, event: tuple[str, str] | None = None, warn: bool = False) -> None:
-        """Set phase+message; emit the event only when the message changes (no spam on re-runs)."""
-        old = self.body.get("status") or {}
+        """Set phase+message; emit the event only when phase or message change (no spam on re-runs)."""
+        message = bounded(message)
         self.status["phase"] = phase.value
         self.status["message"] = message
         self.status["observedGeneration"] = self._gen
-        if event is not None and (old.get("message") != message or old.get("phase") != phase.value):
+        if event is not None and (self._old.get("message") != message or self._old.get("phase") != phase.value):
             self.events.append(("Warning" if warn else "Normal", event[0], event[1]))
 
-    def flush(self, patch: kopf.Patch | None) -> None:
-        """Write through kopf's patch (handlers on this object) or the API (other handlers)."""
-        meta = self.body["metadata"]
-        if self.status:
-            if patch is not None:
-                for k, v in self.status.items():
-                    patch.status[k] = v
-            else:
-                kube().patch_generativejob_status(meta["namespace"], meta["name"], self.status)
-        if self._set:
-            self._write_conditions()
-        for type_, reason, message in self.events:
-            kopf.event(self.body, type=type_, reason=reason, message=message)
-            metrics.DECISIONS.labels(decision=reason).inc()
-
-    def _replay(self, base: list[dict]) -> list[dict]:
-        out = list(base)
-        for type_, (ok, reason, message) in self._set.items():
-            out = set_condition(out, type_, ok, reason, message, now(), self._gen)
+    def changes(self) -> dict:
+        """The status fields that differ from the object's (conditions included)."""
+        out = {k: v for k, v in self.status.items() if self._old.get(k) != v}
+        if self._set and self._conditions != list(self._old.get("conditions") or []):
+            out["conditions"] = self._conditions
         return out
 
-    def _write_conditions(self, attempts: int = 5) -> None:
+    def flush(self, patch: Any = None) -> bool:
+        """Write the changes (if any) and then the Events. False when the write did not happen (conflict,
+        unknown outcome, object gone): the job is marked for another pass."""
         meta = self.body["metadata"]
         ns, name = meta["namespace"], meta["name"]
-        base = list((self.body.get("status") or {}).get("conditions") or [])
-        version = meta.get("resourceVersion")
-        for _ in range(attempts):
-            merged = self._replay(base)
-            if merged == base:
-                return  # nothing new: no write (steady state costs no API call)
+        change = self.changes()
+        if change:
             try:
-                kube().patch_generativejob_status(ns, name, {"conditions": merged}, resource_version=version)
-                return
+                reply = kube().patch_generativejob_status(ns, name, change,
+                                                          resource_version=meta.get("resourceVersion"))
             except ApiException as exc:
                 if exc.status == 404:
-                    return  # the object is gone
-                if exc.status != 409:
+                    return False
+                if exc.status == 409 or outcome_unknown(exc):
+                    CACHE.mark(f"{ns}/{name}")
+                    return False
+                raise
+            except Exception as exc:  # a timeout or a cut connection: outcome unknown, recompute later
+                if not outcome_unknown(exc):
                     raise
-            fresh = kube().get_generativejob(ns, name)
-            if fresh is None:
-                return
-            base = list((fresh.get("status") or {}).get("conditions") or [])
-            version = fresh["metadata"].get("resourceVersion")
-        logging.getLogger(__name__).warning("%s/%s: conditions %s not written after %d conflicts; the next pass "
-                                            "writes them", ns, name, sorted(self._set), attempts)
+                CACHE.mark(f"{ns}/{name}")
+                return False
+            if isinstance(reply, dict) and reply.get("metadata"):
+                CACHE.observe("generativejobs", "MODIFIED", reply)
+            self.written = True
+        for type_, reason, message in self.events:
+            events.post(self.body, type_, reason, message)
+            try:
+                metrics.DECISIONS.labels(decision=reason).inc()
+            except Exception:  # metrics never stop a lifecycle
+                log.exception("metrics update failed")
+        return True

@@ -15,7 +15,7 @@ import numpy as np
 from gensched.api import GenerativeJobSpec, SchedulingPolicySpec
 from gensched.api.durations import parse_duration, parse_instant, resolve_deadline, rfc3339
 from gensched.api.policy import TimingMode
-from gensched.controller import clock, job_cache
+from gensched.controller import clock, job_cache, telemetry
 from gensched.controller.kube import kube
 from gensched.controller.reservations import RESERVATIONS
 from gensched.controller.signals import SignalError, feed_for
@@ -250,7 +250,7 @@ def account_energy(body: dict, spec: GenerativeJobSpec, step: Step) -> None:
     carbon.update(energyKWh=round(energy, 4), actualGCO2=round(energy * actual, 1),
                   actualSavingGCO2=round(energy * (baseline - actual), 1))
     step.status["carbon"] = carbon
-    metrics.CARBON_SAVED.inc(carbon["actualSavingGCO2"])
+    telemetry.carbon_saving(carbon["actualSavingGCO2"])
 
 
 def _mean(series: Series, spans: list[tuple[datetime, datetime]]) -> float:
