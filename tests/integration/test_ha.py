@@ -51,12 +51,12 @@ def test_killing_the_leader_during_a_burst_never_double_allocates(cluster: Clust
         op.start()
     watch = InvariantWatch(lambda: copy.deepcopy(cluster.list("batch", "jobs"))).start()
     takeovers: list[float] = []
-    names = [f"burst-{i:03d}" for i in range(60)]
+    names = [f"burst-{i:03d}" for i in range(36)]
     try:
         wait_for(lambda: leader_of(ops, holder(cluster)), 30, what="a leader")
         docs = [job(n, rng.choice([0.25, 0.5, 1, 1, 2, 4])) for n in names]
-        for chunk in range(3):
-            part = docs[chunk * 20:(chunk + 1) * 20]
+        for chunk in range(2):
+            part = docs[chunk * 18:(chunk + 1) * 18]
             crds("apply", "-f", "-", stdin=yaml.safe_dump_all(part))
             old = holder(cluster)
             victim = leader_of(ops, old)
