@@ -126,10 +126,12 @@ class BatchSpec(KubeModel):
     items: int | None = Field(default=None, ge=1, description="Number of items to generate.")
     deadline: str | None = Field(
         default=None,
-        description="When the results are due: RFC 3339 time, or a duration counted from creation ('12h').",
+        description="When the results are due: RFC 3339 time (years 1970-8999), or a duration counted from "
+                    "creation ('12h', at most 366d).",
     )
     estimated_duration: str | None = Field(
-        default=None, pattern=DURATION_PATTERN, description="How long the run takes on its GPUs ('2h')."
+        default=None, pattern=DURATION_PATTERN,
+        description="How long the run takes on its GPUs ('2h', at most 366d)."
     )
     interruptible: bool = Field(default=False, description="May be suspended and resumed (it checkpoints).")
 

@@ -79,7 +79,7 @@ class OffPeakWindow(KubeModel):
     start: str = Field(pattern=HHMM.pattern, description="Local start time HH:MM.")
     end: str = Field(pattern=HHMM.pattern, description="Local end time HH:MM; before start means next day.")
     timezone: str = Field(default="UTC", max_length=64, pattern=TIMEZONE_PATTERN,
-                          description="IANA timezone, e.g. Europe/Berlin.")
+                          description="IANA timezone, e.g. Europe/Berlin (a zone, not a folder such as Europe).")
     price_per_kwh: float | None = Field(default=None, ge=0, description="Electricity price in the window.")
 
     @field_validator("timezone")
@@ -128,7 +128,9 @@ class CarbonSpec(KubeModel):
     region: str | None = Field(
         default=None,
         description="Grid region: GB region id 1-17 (none: national), Electricity Maps zone (DE), WattTime region.")
-    csv_path: str | None = Field(default=None, description="CSV file (provider CSV), readable by the operator.")
+    csv_path: str | None = Field(
+        default=None, description="CSV file (provider CSV) in the operator's carbon CSV directory (gensched run "
+                                  "--carbon-csv-dir); a relative path is taken inside it, nothing outside is read.")
     prometheus_query: str | None = Field(default=None, description="PromQL returning gCO2/kWh (provider Prometheus).")
     endpoint: str | None = Field(
         default=None, description="Base URL override (a proxy or mirror); Prometheus: its URL (required).")
@@ -138,9 +140,11 @@ class CarbonSpec(KubeModel):
     forecaster: Forecaster = Field(
         default=Forecaster.PROVIDER, description="Provider: use the provider's forecast; History: seasonal "
                                                  "forecast from its past values (also used when it gives none).")
-    refresh: str = Field(default="15m", pattern=DURATION_PATTERN, description="How often the signal is fetched.")
+    refresh: str = Field(default="15m", pattern=DURATION_PATTERN,
+                         description="How often the signal is fetched (at most 1d).")
     max_age: str = Field(default="6h", pattern=DURATION_PATTERN,
-                         description="A cached forecast older than this is not used when the provider fails.")
+                         description="A cached forecast older than this is not used when the provider fails "
+                                     "(at most 30d).")
     timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="HTTP timeout per request.")
 
     @field_validator("refresh")
@@ -177,9 +181,10 @@ class TimingSpec(KubeModel):
     ]
 
     mode: TimingMode = Field(default=TimingMode.IMMEDIATE, description="When batch work starts.")
-    max_deferral: str = Field(default="24h", pattern=DURATION_PATTERN, description="Longest a job is held back.")
+    max_deferral: str = Field(default="24h", pattern=DURATION_PATTERN,
+                              description="Longest a job is held back (at most 366d).")
     safety_margin: str = Field(
-        default="30m", pattern=DURATION_PATTERN, description="Slack kept before a deadline."
+        default="30m", pattern=DURATION_PATTERN, description="Slack kept before a deadline (at most 366d)."
     )
     off_peak_windows: list[OffPeakWindow] = Field(default_factory=list, max_length=64)
     holidays: list[str] = Field(
