@@ -53,7 +53,8 @@ def test_exposition_passes_promtool_check_metrics(reg: CollectorRegistry) -> Non
     out = text(reg)
     result = subprocess.run([promtool, "check", "metrics"], input=out, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in ("gensched_pending_jobs", "gensched_pending_oldest_queued_timestamp_seconds", "gensched_admission_wait_seconds_bucket", "gensched_preemptions_total",
+    for name in ("gensched_pending_jobs", "gensched_pending_oldest_queued_timestamp_seconds",
+                 "gensched_admission_wait_seconds_bucket", "gensched_preemptions_total",
                  "gensched_scheduling_cycles_total", "gensched_scheduling_cycle_duration_seconds_bucket",
                  "gensched_gpu_capacity", "gensched_gpu_allocated", 'gensched_build_info{version="9.9.9"} 1.0',
                  'gensched_leader{identity="gensched-0"} 1.0', "gensched_job_gpu_seconds_total",
