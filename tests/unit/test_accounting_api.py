@@ -48,10 +48,18 @@ def test_policy_accounting_block_parses_with_defaults() -> None:
     ({"namespace": "ml"}, "spec.accounting.budgets[0]"),
     ({"namespace": "ml", "maxCost": 5, "warnAt": 0}, "spec.accounting.budgets[0].warnAt"),
     ({"namespace": "ml", "maxCost": 5, "period": "fortnight"}, "spec.accounting.budgets[0].period"),
+    ({"namespace": "ml", "maxCost": 5, "period": "99999999999d"}, "spec.accounting.budgets[0].period"),
+    ({"namespace": "ml", "maxCost": 5, "period": "10m"}, "spec.accounting.budgets[0].period"),
 ])
 def test_bad_namespace_budgets_are_refused_naming_the_field(budget: dict, field: str) -> None:
     found = problems(SchedulingPolicySpec, {"accounting": {"budgets": [budget]}})
     assert found and found[0].startswith(field + ":"), found
+
+
+def test_circuit_breaker_window_is_bounded() -> None:
+    for window in ("30d", "1m"):
+        found = problems(SchedulingPolicySpec, {"accounting": {"circuitBreaker": {"window": window}}})
+        assert found and found[0].startswith("spec.accounting.circuitBreaker.window:"), found
 
 
 def test_duplicates_are_refused() -> None:

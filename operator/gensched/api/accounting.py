@@ -7,12 +7,13 @@ what is reported, with a description on every field for ``kubectl explain``.
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from enum import StrEnum
 
 from pydantic import Field, field_validator, model_validator
 
 from gensched.api.base import KubeModel
-from gensched.api.durations import DURATION_PATTERN
+from gensched.api.durations import DURATION_PATTERN, MAX_JOB_SPAN, check_duration
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 PERIOD_PATTERN = r"^(Month|([0-9]+(\.[0-9]+)?(d|h|m|s))+)$"
@@ -75,9 +76,16 @@ class NamespaceBudget(BudgetLimits):
     """Spending cap of one namespace per period: over it, new work of the namespace waits (Pending)."""
 
     namespace: str = Field(pattern=DNS_LABEL, max_length=63, description="The namespace this budget binds.")
-    period: str = Field(default="Month", pattern=PERIOD_PATTERN,
-                        description="Counting period: Month (calendar month, UTC) or a duration such as 24h or "
-                                    "7d (aligned to Monday 00:00 UTC).")
+    period: str = Field(default="Month", pattern=PERIOD_PATTERN, max_length=32,
+                        description="Counting period: Month (calendar month, UTC) or a duration from 1h to 366d "
+                                    "such as 24h or 7d (aligned to Monday 00:00 UTC).")
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, v: str) -> str:
+        if v != "Month":
+            check_duration(v, MAX_JOB_SPAN, "accounting.budgets[].period", minimum=timedelta(hours=1))
+        return v
 
 
 class GpuPrice(KubeModel):
@@ -98,10 +106,10 @@ class DcgmSpec(KubeModel):
     prometheus_url: str | None = Field(default=None, max_length=2048,
                                        description="Prometheus holding the DCGM metrics; default: "
                                                    "autoscaling.prometheusUrl.")
-    pod_label: str = Field(default="pod", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+    pod_label: str = Field(default="pod", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=128,
                            description="Label carrying the pod name on DCGM series (exported_pod when scraped "
                                        "without honorLabels).")
-    namespace_label: str = Field(default="namespace", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+    namespace_label: str = Field(default="namespace", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=128,
                                  description="Label carrying the pod's namespace on DCGM series.")
 
 
@@ -112,14 +120,20 @@ class CircuitBreakerSpec(KubeModel):
     factor: float = Field(default=2.0, gt=1, le=100,
                           description="Opens when GPU-seconds per request served rose by this factor between the "
                                       "first and second half of the window.")
-    window: str = Field(default="1h", pattern=DURATION_PATTERN, description="How far back spend and output are "
-                                                                             "compared, e.g. 30m or 2h.")
+    window: str = Field(default="1h", pattern=DURATION_PATTERN, max_length=32,
+                        description="How far back spend and output are compared, 5m to 7d, e.g. 30m or 2h.")
     min_requests: int = Field(default=100, ge=1, le=10**9,
                               description="Requests a half-window needs before its per-request spend is judged.")
     action: BreakerAction = Field(
         default=BreakerAction.HOLD_SCALE_UP,
         description="Warn (condition and Event only), HoldScaleUp (no further scale-ups), or ScaleToMinimum "
                     "(also scale to serve.minReplicas once the budget is exhausted, even below the SLO).")
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: str) -> str:
+        check_duration(v, timedelta(days=7), "accounting.circuitBreaker.window", minimum=timedelta(minutes=5))
+        return v
 
 
 class AccountingSpec(KubeModel):
