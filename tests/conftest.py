@@ -170,9 +170,10 @@ def operator(request: pytest.FixtureRequest, api: EmulatorServer, cluster: Clust
     op.start()
     yield op
     op.stop()
-    errors = [line for line in op.log.read_text().splitlines() if "Traceback" in line]
-    if errors:
-        print(op.logs()[-6000:])
+    text = op.log.read_text()
+    if "Traceback" in text:  # an operator traceback fails the test that caused it
+        at = text.index("Traceback")
+        pytest.fail(f"the operator logged a traceback:\n{text[max(0, at - 1500):at + 4000]}", pytrace=False)
 
 
 @pytest.fixture
