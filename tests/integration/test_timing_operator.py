@@ -37,7 +37,7 @@ def carbon_csv(tmp_path: Path) -> Path:
 def clocked_operator(cluster: Cluster, tmp_path: Path) -> Iterator[OperatorProcess]:
     op = OperatorProcess(tmp_path / "kubeconfig", tmp_path / "operator.log",
                          env={"GENSCHED_CLOCK_START": START.isoformat(), "GENSCHED_CLOCK_RATE": str(RATE),
-                              "GENSCHED_NAMESPACE": "default"})
+                              "GENSCHED_NAMESPACE": "default", "GENSCHED_CARBON_CSV_DIR": str(tmp_path)})
     op.start()
     op.clock_origin = time.monotonic()  # type: ignore[attr-defined]
     yield op

@@ -318,6 +318,8 @@ class SchedulingPolicySpec(KubeModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"quotas: namespace {', '.join(dup)} listed twice: keep one entry per namespace")
+        for i, q in enumerate(self.quotas):
+            check_duration(q.period, MAX_JOB_SPAN, f"quotas[{i}].period", minimum=timedelta(minutes=1))
         return self
 
 

@@ -138,9 +138,7 @@ def autoscale(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec,
     for c in changes:
         msg = f"scaled model operator {c.name} {c.old} -> {c.new}: {c.reason}"
         step.events.append(("Normal", "ScaledOperator", msg))
-        auto["lastDecision"] = f"{rfc3339(now)} {msg}"
-        metrics.DECISIONS.labels(decision="ScaledOperator").inc()
-    for op, n in new.items():
-        metrics.MODEL_OPERATOR_REPLICAS.labels(job=f"{ns}/{name}", operator=op).set(n)
+        auto["lastDecision"] = f"{rfc3339(now)} {msg}"  # the Event is counted once, when Step posts it
+    metrics.set_operator_replicas(ns, name, new)
     step.status["operatorReplicas"] = new
     step.status["autoscaling"] = auto
