@@ -1,5 +1,6 @@
-"""Concurrent passes on one object never erase each other's conditions: each replays only its own
-condition types on the latest list, with the resourceVersion as a precondition, retrying on 409."""
+"""A pass writes its status once, with the object's resourceVersion as precondition: a pass computed from
+an older object never overwrites a newer status; on a conflict nothing is written, no Event is posted and the
+job is marked for another pass. A pass that changes nothing costs no API call."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import copy
 
 import pytest
 
+from gensched.api import Phase
 from gensched.controller import step as step_mod
+from gensched.controller.cache import CACHE
 from gensched.controller.kube import ApiException
 from gensched.controller.step import Step
 
@@ -19,62 +22,61 @@ class FakeKube:
         self.obj = obj
         self.patches = 0
 
-    def get_generativejob(self, namespace: str, name: str) -> dict:
-        return copy.deepcopy(self.obj)
-
     def patch_generativejob_status(self, namespace: str, name: str, status: dict,
-                                   resource_version: str | None = None) -> None:
+                                   resource_version: str | None = None) -> dict:
         self.patches += 1
         if resource_version and resource_version != self.obj["metadata"]["resourceVersion"]:
             raise ApiException(status=409, reason="Conflict")
         self.obj.setdefault("status", {}).update(status)
         self.obj["metadata"]["resourceVersion"] = str(int(self.obj["metadata"]["resourceVersion"]) + 1)
+        return copy.deepcopy(self.obj)
 
 
-def job(conditions: list[dict], rv: str) -> dict:
-    return {"metadata": {"namespace": "ns", "name": "j", "generation": 1, "resourceVersion": rv},
-            "status": {"conditions": conditions}}
+def job(rv: str, **status: object) -> dict:
+    return {"apiVersion": "gensched.io/v1alpha1", "kind": "GenerativeJob",
+            "metadata": {"namespace": "ns", "name": "j", "generation": 1, "resourceVersion": rv},
+            "status": dict(status)}
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeKube:
-    k = FakeKube(job([], "1"))
+    k = FakeKube(job("1"))
     monkeypatch.setattr(step_mod, "kube", lambda: k)
+    posted: list[tuple] = []
+    monkeypatch.setattr(step_mod.events, "post", lambda *a: posted.append(a))
+    k.posted = posted  # type: ignore[attr-defined]
+    CACHE.clear()
     return k
 
 
-def test_two_passes_from_the_same_snapshot_keep_both_conditions(fake: FakeKube) -> None:
-    seen = copy.deepcopy(fake.obj)  # both passes start from this body
-    a, b = Step(copy.deepcopy(seen)), Step(copy.deepcopy(seen))
-    a.condition("Feasible", True, "Servable", "fits")
-    b.condition("MetricsAvailable", False, "NoMetrics", "Prometheus is down")
-    a.flush(None)
-    b.flush(None)  # stale resourceVersion: 409, re-read, replay its own type only
-    types = {c["type"]: c["status"] for c in fake.obj["status"]["conditions"]}
-    assert types == {"Feasible": "True", "MetricsAvailable": "False"}
+def test_a_pass_from_an_older_object_never_overwrites_a_newer_status(fake: FakeKube) -> None:
+    seen = copy.deepcopy(fake.obj)
+    first, stale = Step(copy.deepcopy(seen)), Step(copy.deepcopy(seen))
+    first.phase(Phase.SUCCEEDED, "completed", ("Succeeded", "done"))
+    assert first.flush() is True
+    stale.phase(Phase.RUNNING, "running", ("Running", "running"))
+    assert stale.flush() is False  # 409: nothing written
+    assert fake.obj["status"]["phase"] == "Succeeded"
+    assert [p[2] for p in fake.posted] == ["Succeeded"]  # the stale pass posted no Event
+    assert "ns/j" in CACHE.take_dirty()  # and the job gets another pass
+    assert CACHE.get("generativejobs", "ns/j")["status"]["phase"] == "Succeeded"  # the reply is cached
 
 
-def test_an_unchanged_condition_costs_no_write_and_keeps_its_transition_time(fake: FakeKube) -> None:
-    first = Step(copy.deepcopy(fake.obj))
-    first.condition("Ready", True, "Serving", "up")
-    first.flush(None)
-    written = fake.patches
-    since = fake.obj["status"]["conditions"][0]["lastTransitionTime"]
-    again = Step(copy.deepcopy(fake.obj))
-    again.condition("Ready", True, "Serving", "up")
-    again.flush(None)
-    assert fake.patches == written  # steady state: no API call
-    assert fake.obj["status"]["conditions"][0]["lastTransitionTime"] == since
-
-
-def test_endless_conflicts_give_up_quietly_for_the_next_pass(fake: FakeKube, monkeypatch: pytest.MonkeyPatch,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
-    def always_conflict(*_a: object, **_k: object) -> None:
-        fake.patches += 1
-        raise ApiException(status=409, reason="Conflict")
-
-    monkeypatch.setattr(fake, "patch_generativejob_status", always_conflict)
+def test_conditions_and_fields_go_in_one_write_and_an_unchanged_pass_costs_nothing(fake: FakeKube) -> None:
     s = Step(copy.deepcopy(fake.obj))
-    s.condition("Placed", False, "Unschedulable", "no room")
-    s.flush(None)
-    assert fake.patches == 5 and "not written after 5 conflicts" in caplog.text
+    s.condition("Valid", True, "SpecAccepted", "ok")
+    s.status["policy"] = "p"
+    s.flush()
+    assert fake.patches == 1 and fake.obj["status"]["conditions"][0]["type"] == "Valid"
+    again = Step(copy.deepcopy(fake.obj))
+    again.condition("Valid", True, "SpecAccepted", "ok")
+    again.status["policy"] = "p"
+    again.flush()
+    assert fake.patches == 1
+
+
+def test_messages_are_bounded(fake: FakeKube) -> None:
+    s = Step(copy.deepcopy(fake.obj))
+    s.phase(Phase.INVALID, "x" * 10_000, ("InvalidSpec", "y"))
+    s.flush()
+    assert len(fake.obj["status"]["message"]) <= 1024
