@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from gensched_workloads.batch import INTERRUPTED, main
 
 
@@ -35,21 +37,22 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path: Path) -> None:
     assert lines(parts) == lines(whole)
 
 
+@pytest.mark.timeout(900)  # a busy machine loads torch slowly; the assertions are invariants, not speed
 def test_sigterm_from_a_suspend_checkpoints_and_exits_non_zero(tmp_path: Path) -> None:
-    src = prompts(tmp_path / "in.jsonl", 400)
+    src = prompts(tmp_path / "in.jsonl", 200)
     out = tmp_path / "out.jsonl"
     cmd = [sys.executable, "-m", "gensched_workloads.batch", "--input", str(src), "--output", str(out),
            "--max-tokens", "24"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     ckpt = Path(f"{out}.ckpt")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 600
     while not ckpt.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == INTERRUPTED and "interrupted after" in err
     done = json.loads(ckpt.read_text())["done"]
-    assert 0 < done < 400 and len(lines(out)) == done
-    assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
+    assert 0 < done < 200 and len(lines(out)) == done
+    assert subprocess.run(cmd, capture_output=True, timeout=800).returncode == 0
     got = lines(out)
-    assert [g["id"] for g in got] == [f"p{i}" for i in range(400)]
+    assert [g["id"] for g in got] == [f"p{i}" for i in range(200)]
