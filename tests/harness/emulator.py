@@ -6,10 +6,16 @@ stock kmock 0.8 breaks kopf and kubectl: objects get no resourceVersion, uid or
 creationTimestamp; LISTs lack kind/apiVersion; WATCH ignores resourceVersion
 and replays everything as ADDED; watch streams are served as octet-stream;
 generateName is unsupported. This store adds those plus PUT, the ``/status``
-subresource kept apart from spec, generation bumps, optimistic concurrency,
-finalizers and ownerReference garbage collection, label/field selectors,
-CRD registration with schema validation and defaulting, and Table output for
-``kubectl get`` printer columns.
+subresource kept apart from spec, generation bumps, optimistic concurrency on
+every write (PUT, PATCH, status, DELETE preconditions), finalizers and
+ownerReference garbage collection, label/field selectors, CRD registration with
+schema validation and defaulting, Table output for ``kubectl get`` printer
+columns, and built-in checks for Lease and PriorityClass.
+
+Watches read a per-kind event log by cursor: no lock, no per-watcher buffer, and
+a writer never waits for a watcher (the previous design waited on an
+``asyncio.Condition`` and a watcher cancelled in that wait could leave its lock
+held, after which every write hung while reads still answered).
 
 Known gaps (real API server behaviour this does not emulate) are listed in
 ``docs/testing.md``.
@@ -18,12 +24,15 @@ Known gaps (real API server behaviour this does not emulate) are listed in
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import copy
 import json
 import random
 import re
+import socket
 import string
+import struct
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -38,7 +47,8 @@ from kmock import KubernetesEmulator, KubernetesError, ResourceInfo
 from kmock._internal import apps, parsing, rendering
 
 ALL_VERBS = {"create", "delete", "get", "list", "patch", "update", "watch"}
-HISTORY = 20_000
+HISTORY = 10_000  # watch events kept per kind; a watcher further behind gets 410 Expired and re-lists
+WATCH_WRITE_TIMEOUT = 60.0  # seconds a watch client may leave an event unread before its stream is closed
 
 
 def _now() -> str:
@@ -57,6 +67,7 @@ class Kind:
     status_subresource: bool = True
     schema: dict | None = None
     columns: list[dict] = field(default_factory=list)
+    check: Any = None  # built-in validation: check(emulator, kind, new, old) raises ApiError, may default fields
 
     @property
     def api_version(self) -> str:
@@ -81,6 +92,7 @@ BUILTINS: list[tuple[str, str, str, str, bool, bool, set[str]]] = [
     ("apps", "v1", "deployments", "Deployment", True, True, {"deploy"}),
     ("events.k8s.io", "v1", "events", "Event", True, False, set()),
     ("coordination.k8s.io", "v1", "leases", "Lease", True, False, set()),
+    ("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, False, {"pc"}),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False, True, {"crd"}),
     ("ray.io", "v1", "rayservices", "RayService", True, True, set()),
     ("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "ValidatingWebhookConfiguration",
@@ -346,28 +358,300 @@ async def call_validating_webhooks(configs: list[dict], kind: Kind, operation: s
                                     f'{st.get("message", "")}')
 
 
+# ---------------------------------------------------------------- built-in validation
+_MAX_INT32 = 2**31 - 1
+PREEMPTION_POLICIES = ("PreemptLowerPriority", "Never")
+_MICROTIME_FIELDS = ("acquireTime", "renewTime")
+
+
+def _invalid(kind: Kind, name: str, field_path: str, message: str) -> ApiError:
+    cause = {"reason": "FieldValueInvalid", "field": field_path, "message": message}
+    return _status_error(422, "Invalid", f'{kind.kind}.{kind.group} "{name}" is invalid: {field_path}: {message}',
+                         kind, name, [cause])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_priority_class(emu: Emulator, kind: Kind, obj: dict, old: dict | None) -> None:
+    """What the API server and its Priority admission plugin enforce on a PriorityClass."""
+    name = obj["metadata"]["name"]
+    value = obj.get("value")
+    if value is None:
+        raise _invalid(kind, name, "value", "Required value")
+    if not _is_int(value) or not -(2**31) <= value <= _MAX_INT32:
+        raise _invalid(kind, name, "value", f"Invalid value: {json.dumps(value)}: must be a 32-bit integer")
+    if value > 1_000_000_000 and not name.startswith("system-"):
+        raise _invalid(kind, name, "value", f"Invalid value: {value}: must be no greater than 1000000000 "
+                       "(higher values are reserved for system-* classes)")
+    obj.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    if obj["preemptionPolicy"] not in PREEMPTION_POLICIES:
+        raise _invalid(kind, name, "preemptionPolicy", f'Unsupported value: {json.dumps(obj["preemptionPolicy"])}: '
+                       f"supported values: {', '.join(repr(p) for p in PREEMPTION_POLICIES)}")
+    if not isinstance(obj.get("globalDefault", False), bool):
+        raise _invalid(kind, name, "globalDefault", "Invalid value: must be a boolean")
+    if old is not None:
+        for immutable in ("value", "preemptionPolicy"):
+            if obj.get(immutable) != old.get(immutable, "PreemptLowerPriority" if immutable == "preemptionPolicy"
+                                             else None):
+                raise _invalid(kind, name, immutable, "field is immutable")
+    if obj.get("globalDefault"):
+        for other in emu.objects_of(kind):
+            if other.get("globalDefault") and other["metadata"]["name"] != name:
+                raise _status_error(403, "Forbidden", f'priorityclasses.scheduling.k8s.io "{name}" is forbidden: '
+                                    f'PriorityClass {other["metadata"]["name"]} is already marked as default. '
+                                    "Only one default can exist", kind, name)
+
+
+def _microtime(kind: Kind, name: str, field_path: str, value: Any) -> str:
+    """MicroTime as the API server stores it: RFC 3339 in UTC with microseconds."""
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise _status_error(400, "BadRequest", f"{field_path}: invalid MicroTime {value!r}: want RFC 3339 "
+                            "such as 2024-01-01T00:00:00.000000Z", kind, name) from None
+    if parsed.tzinfo is None:
+        raise _status_error(400, "BadRequest", f"{field_path}: MicroTime {value!r} has no time zone", kind, name)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _check_lease(emu: Emulator, kind: Kind, obj: dict, old: dict | None) -> None:
+    name = obj["metadata"]["name"]
+    spec = obj.get("spec")
+    if spec is None:
+        return
+    if not isinstance(spec, dict):
+        raise _invalid(kind, name, "spec", "Invalid value: must be an object")
+    if spec.get("holderIdentity") is not None and not isinstance(spec["holderIdentity"], str):
+        raise _invalid(kind, name, "spec.holderIdentity", "Invalid value: must be a string")
+    duration = spec.get("leaseDurationSeconds")
+    if duration is not None and (not _is_int(duration) or duration <= 0):
+        raise _invalid(kind, name, "spec.leaseDurationSeconds", f"Invalid value: {json.dumps(duration)}: "
+                       "must be greater than 0")
+    transitions = spec.get("leaseTransitions")
+    if transitions is not None and (not _is_int(transitions) or transitions < 0):
+        raise _invalid(kind, name, "spec.leaseTransitions", f"Invalid value: {json.dumps(transitions)}: "
+                       "must be greater than or equal to 0")
+    for key in _MICROTIME_FIELDS:
+        if spec.get(key) is not None:
+            spec[key] = _microtime(kind, name, f"spec.{key}", spec[key])
+
+
+EVENT_TEXT_LIMIT, EVENT_FIELD_LIMIT = 1024, 128  # k8s.io/kubernetes pkg/apis/core/validation/events.go
+
+
+def _check_core_event(emu: Emulator, kind: Kind, obj: dict, old: dict | None) -> None:
+    """core/v1 Events as the API server's legacy validation checks them (client-go and the python client's
+    ``create_namespaced_event``): the involved object's namespace must match; an Event with ``eventTime`` is
+    a "new" Event and also needs reportingComponent, reportingInstance, action and reason within limits."""
+    name, ns = obj["metadata"]["name"], obj["metadata"].get("namespace", "")
+    involved = obj.get("involvedObject") or {}
+    if not obj.get("eventTime"):
+        if involved.get("namespace") and involved["namespace"] != ns:
+            raise _invalid(kind, name, "involvedObject.namespace", f'Invalid value: "{involved["namespace"]}": '
+                           "does not match event.namespace")
+        if not involved.get("namespace") and ns not in ("", "default"):
+            raise _invalid(kind, name, "involvedObject.namespace", 'Invalid value: "": does not match event.namespace')
+        return
+    if not involved.get("namespace") and ns not in ("default", "kube-system"):
+        raise _invalid(kind, name, "involvedObject.namespace", 'Invalid value: "": does not match event.namespace')
+    _event_strict_fields(kind, name, obj, "reportingComponent", "message")
+
+
+def _check_events_v1(emu: Emulator, kind: Kind, obj: dict, old: dict | None) -> None:
+    """events.k8s.io/v1 Events: eventTime, reportingController, reportingInstance, action and reason required."""
+    name = obj["metadata"]["name"]
+    if not obj.get("eventTime"):
+        raise _invalid(kind, name, "eventTime", "Required value")
+    if obj.get("type") not in ("Normal", "Warning"):
+        raise _invalid(kind, name, "type", f'Unsupported value: {json.dumps(obj.get("type"))}: supported values: '
+                       '"Normal", "Warning"')
+    _event_strict_fields(kind, name, obj, "reportingController", "note")
+
+
+def _event_strict_fields(kind: Kind, name: str, obj: dict, controller: str, text: str) -> None:
+    if not obj.get(controller):
+        raise _invalid(kind, name, controller, "Required value")
+    for key in ("reportingInstance", "action", "reason"):
+        if not obj.get(key):
+            raise _invalid(kind, name, key, "Required value")
+        if len(str(obj[key])) > EVENT_FIELD_LIMIT:
+            raise _invalid(kind, name, key, f"Invalid value: can have at most {EVENT_FIELD_LIMIT} characters")
+    if len(str(obj.get(text) or "")) > EVENT_TEXT_LIMIT:
+        raise _invalid(kind, name, text, f"Invalid value: can have at most {EVENT_TEXT_LIMIT} characters")
+
+
+BUILTIN_CHECKS: dict[tuple[str, str], Any] = {
+    ("scheduling.k8s.io", "priorityclasses"): _check_priority_class,
+    ("coordination.k8s.io", "leases"): _check_lease,
+    ("", "events"): _check_core_event,
+    ("events.k8s.io", "events"): _check_events_v1,
+}
+
+# ---------------------------------------------------------------- metadata (every kind)
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_NAMED = ("namespaces", "services")  # kinds whose names must be DNS labels (63), not subdomains (253)
+
+
+def _label_key_problem(key: str) -> str | None:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return "prefix part must be a lowercase RFC 1123 subdomain of at most 253 characters"
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        return ("name part must be at most 63 characters, alphanumeric, '-', '_' or '.', "
+                "starting and ending with an alphanumeric character")
+    return None
+
+
+def check_metadata(kind: Kind, obj: dict) -> None:
+    """The object-meta rules every API server kind shares: names, label keys and values, annotation keys."""
+    meta = obj["metadata"]
+    name = str(meta.get("name", ""))
+    limit, pattern = (63, _DNS_LABEL) if kind.plural in _LABEL_NAMED else (253, _DNS_SUBDOMAIN)
+    if len(name) > limit or not pattern.match(name):
+        raise _invalid(kind, name[:80], "metadata.name", f'Invalid value: "{name[:80]}": a lowercase RFC 1123 '
+                       f"{'label' if limit == 63 else 'subdomain'} of at most {limit} characters must consist of "
+                       "lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
+                       "character")
+    labels = meta.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise _invalid(kind, name, "metadata.labels", "Invalid value: must be a map of strings")
+    for key, value in labels.items():
+        problem = _label_key_problem(str(key))
+        if problem:
+            raise _invalid(kind, name, "metadata.labels", f'Invalid value: "{str(key)[:80]}": {problem}')
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+            raise _invalid(kind, name, f"metadata.labels.{key}", f"Invalid value: {json.dumps(value)[:80]}: a valid "
+                           "label value must be 63 characters or less and must be empty or begin and end with an "
+                           "alphanumeric character, with '-', '_' or '.' between")
+    annotations = meta.get("annotations") or {}
+    if not isinstance(annotations, dict):
+        raise _invalid(kind, name, "metadata.annotations", "Invalid value: must be a map of strings")
+    total = 0
+    for key, value in annotations.items():
+        problem = _label_key_problem(str(key))
+        if problem:
+            raise _invalid(kind, name, "metadata.annotations", f'Invalid value: "{str(key)[:80]}": {problem}')
+        if not isinstance(value, str):
+            raise _invalid(kind, name, f"metadata.annotations.{key}", "Invalid value: must be a string")
+        total += len(key) + len(value)
+    if total > 256 * 1024:
+        raise _invalid(kind, name, "metadata.annotations", f"Too long: must have at most {256 * 1024} bytes")
+BUILTIN_COLUMNS: dict[tuple[str, str], list[dict]] = {
+    ("", "pods"): [{"name": "Status", "jsonPath": ".status.phase"},
+                   {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                   {"name": "Node", "jsonPath": ".spec.nodeName", "priority": 1}],
+    ("coordination.k8s.io", "leases"): [{"name": "Holder", "jsonPath": ".spec.holderIdentity"},
+                                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}],
+    ("scheduling.k8s.io", "priorityclasses"): [
+        {"name": "Value", "type": "integer", "jsonPath": ".value"},
+        {"name": "Global-Default", "type": "boolean", "jsonPath": ".globalDefault"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "PreemptionPolicy", "jsonPath": ".preemptionPolicy"}],
+}
+
+
+# ---------------------------------------------------------------- watch history
+@dataclass(slots=True)
+class WatchEvent:
+    """One committed change. The object is shared with the store (stored objects are never mutated in
+    place) and its JSON line is encoded once, however many watchers send it."""
+
+    rv: int
+    type: str
+    obj: dict
+    _line: bytes | None = None
+
+    def line(self) -> bytes:
+        if self._line is None:
+            self._line = json.dumps({"type": self.type, "object": self.obj}, separators=(",", ":")).encode() + b"\n"
+        return self._line
+
+
+class EventLog:
+    """The watch history of one kind, read by cursor.
+
+    Writers append and set each watcher's wake-up flag; they never wait on a watcher, hold a lock or touch a
+    watcher's buffer. A watcher keeps only its cursor (the last resourceVersion it sent), so a slow or dead
+    watcher costs nothing but that integer; one that falls behind the retained window is told 410 Expired,
+    as the API server's watch cache does, and the client re-lists.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.events: list[WatchEvent] = []
+        self.rvs: list[int] = []
+        self.expired_below = 0  # the newest resourceVersion dropped from the window
+        self.wakeups: set[asyncio.Event] = set()
+
+    def append(self, event: WatchEvent) -> None:
+        self.events.append(event)
+        self.rvs.append(event.rv)
+        if len(self.events) > self.size + max(64, self.size // 4):  # trim in batches: amortised O(1)
+            drop = len(self.events) - self.size
+            self.expired_below = self.rvs[drop - 1]
+            del self.events[:drop], self.rvs[:drop]
+        for wake in self.wakeups:
+            wake.set()
+
+    def expired(self, cursor: int) -> bool:
+        """True when an event after ``cursor`` has already been dropped."""
+        return cursor < self.expired_below
+
+    def after(self, cursor: int, limit: int) -> list[WatchEvent]:
+        start = bisect.bisect_right(self.rvs, cursor)
+        return self.events[start:start + limit]
+
+
+def _expired(rv: int, oldest: int) -> bytes:
+    gone = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 410,
+            "reason": "Expired", "message": f"too old resource version: {rv} ({oldest})"}
+    return json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n"
+
+
 # ---------------------------------------------------------------- the store
+Key = tuple[str, str, str | None, str]  # group, plural, namespace (None: cluster-scoped), name
+
+
 @attrs.define(kw_only=True)
 class Emulator(KubernetesEmulator):
-    """In-memory Kubernetes API served over HTTP on 127.0.0.1 (see module docstring)."""
+    """In-memory Kubernetes API served over HTTP on 127.0.0.1 (see module docstring).
+
+    Every write is synchronous on the event loop between reading the current object and committing the
+    next version, so writes are atomic; the only await inside a write is a validating webhook, after which
+    the write starts again if the object moved meanwhile.
+    """
 
     kinds: dict[tuple[str, str], Kind] = attrs.field(factory=dict)
-    store: dict[tuple[str, str, str | None, str], dict] = attrs.field(factory=dict)
+    store: dict[Key, dict] = attrs.field(factory=dict)
     rv: int = 0
-    history: deque = attrs.field(factory=lambda: deque(maxlen=HISTORY))
-    changed: asyncio.Condition | None = None
+    history_size: int = HISTORY
+    watch_write_timeout: float = WATCH_WRITE_TIMEOUT
+    logs: dict[tuple[str, str], EventLog] = attrs.field(factory=dict)
     stopping: bool = False
+    requests_served: dict[tuple[str, str], int] = attrs.field(factory=dict)  # (verb, resource) -> count, for load tests
+    watchers: int = 0  # open watch streams, for tests
+    _by_kind: dict[tuple[str, str], dict[Key, dict]] = attrs.field(factory=dict)
+    _dependents: dict[str, set[Key]] = attrs.field(factory=dict)  # owner uid -> keys of objects it owns
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
+        # kmock keeps every request for assertions; a long load test would keep millions. Keep the latest.
+        self._requests = deque(maxlen=1000)
         for group, version, plural, kind, namespaced, status, short in BUILTINS:
-            self.register(Kind(group, version, plural, kind, namespaced, status), short)
+            self.register(Kind(group, version, plural, kind, namespaced, status,
+                               columns=BUILTIN_COLUMNS.get((group, plural), []),
+                               check=BUILTIN_CHECKS.get((group, plural))), short)
         for ns in ("default", "kube-system"):  # what every cluster starts with
             self.rv += 1
-            self.store[("", "namespaces", None, ns)] = {
+            self._put(("", "namespaces", None, ns), {
                 "apiVersion": "v1", "kind": "Namespace", "status": {"phase": "Active"},
                 "metadata": {"name": ns, "uid": str(uuid.uuid4()), "creationTimestamp": _now(),
-                             "resourceVersion": str(self.rv), "generation": 1}}
+                             "resourceVersion": str(self.rv), "generation": 1}})
         self.fallback["get /openapi/v2"] << 404
         self.fallback["get", re.compile(r"^/openapi/v3.*")] << self._serve_openapi_v3
         self.fallback["get", re.compile(r"^/apis/[^/]+/[^/]+$")] ** 1 << self._serve_resource_list
@@ -456,34 +740,70 @@ class Emulator(KubernetesEmulator):
         return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.31.0"},
                 "paths": paths, "components": {"schemas": schemas}}
 
-    async def _admit(self, kind: Kind, operation: str, obj: dict, old: dict | None) -> None:
+    def _webhooks(self, kind: Kind) -> list[dict]:
         if kind.plural == "validatingwebhookconfigurations":
-            return
-        configs = self.list("admissionregistration.k8s.io", "validatingwebhookconfigurations")
-        if configs:
-            await call_validating_webhooks(configs, kind, operation, obj, old)
+            return []
+        return self.objects_of(self.kinds[("admissionregistration.k8s.io", "validatingwebhookconfigurations")])
 
-    # -- events
-    async def _emit(self, kind: Kind, type_: str, obj: dict) -> None:
-        self.history.append((int(obj["metadata"]["resourceVersion"]), kind.group, kind.plural, type_,
-                             copy.deepcopy(obj)))
-        if self.changed is None:
-            self.changed = asyncio.Condition()
-        async with self.changed:
-            self.changed.notify_all()
+    # -- the indexed store; stored objects are replaced, never mutated in place
+    def _put(self, key: Key, obj: dict) -> None:
+        old = self.store.get(key)
+        if old is not None:
+            self._unindex_owners(key, old)
+        self.store[key] = obj
+        self._by_kind.setdefault(key[:2], {})[key] = obj
+        for ref in obj["metadata"].get("ownerReferences") or []:
+            if ref.get("uid"):
+                self._dependents.setdefault(ref["uid"], set()).add(key)
+
+    def _pop(self, key: Key) -> dict:
+        obj = self.store.pop(key)
+        del self._by_kind[key[:2]][key]
+        self._unindex_owners(key, obj)
+        return obj
+
+    def _unindex_owners(self, key: Key, obj: dict) -> None:
+        for ref in obj["metadata"].get("ownerReferences") or []:
+            deps = self._dependents.get(ref.get("uid") or "")
+            if deps is not None:
+                deps.discard(key)
+                if not deps:
+                    del self._dependents[ref["uid"]]
+
+    def _log(self, kind: Kind) -> EventLog:
+        log = self.logs.get((kind.group, kind.plural))
+        if log is None:
+            log = self.logs[(kind.group, kind.plural)] = EventLog(self.history_size)
+        return log
+
+    def _emit(self, kind: Kind, type_: str, obj: dict) -> None:
+        """Record a committed change for watchers; never waits (watchers read the log at their own pace)."""
+        self._log(kind).append(WatchEvent(int(obj["metadata"]["resourceVersion"]), type_, obj))
 
     def _bump(self, obj: dict) -> None:
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
 
-    # -- internal API, also used by the cluster stand-in
+    def shutdown(self) -> None:
+        """End every watch stream (the server is stopping)."""
+        self.stopping = True
+        for log in self.logs.values():
+            for wake in log.wakeups:
+                wake.set()
+
+    # -- internal API, also used by the cluster stand-in (returns copies: callers may change them)
     def get(self, group: str, plural: str, namespace: str | None, name: str) -> dict | None:
         obj = self.store.get((group, plural, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
     def list(self, group: str, plural: str, namespace: str | None = None) -> list[dict]:
-        return [copy.deepcopy(o) for (g, p, ns, _), o in sorted(self.store.items(), key=lambda kv: str(kv[0]))
-                if g == group and p == plural and (namespace is None or ns == namespace)]
+        objs = self._by_kind.get((group, plural), {})
+        return [copy.deepcopy(o) for k, o in sorted(objs.items(), key=lambda kv: (kv[0][2] or "", kv[0][3]))
+                if namespace is None or k[2] == namespace]
+
+    def objects_of(self, kind: Kind) -> list[dict]:
+        """The stored objects themselves (read-only) of one kind, unsorted."""
+        return list(self._by_kind.get((kind.group, kind.plural), {}).values())
 
     def kind_of(self, group: str, plural: str) -> Kind:
         try:
@@ -492,16 +812,23 @@ class Emulator(KubernetesEmulator):
             msg = f"the server could not find the requested resource ({plural})"
             raise _status_error(404, "NotFound", msg) from None
 
-    async def create(self, kind: Kind, namespace: str | None, body: dict, strict: bool = False) -> dict:
+    def _key(self, kind: Kind, namespace: str | None, name: str) -> Key:
+        return (kind.group, kind.plural, namespace if kind.namespaced else None, name)
+
+    async def create(self, kind: Kind, namespace: str | None, body: dict, strict: bool = False,
+                     dry_run: bool = False) -> dict:
         obj = copy.deepcopy(body)
         meta = obj.setdefault("metadata", {})
+        if meta.get("resourceVersion"):
+            raise _status_error(500, "InternalError", "resourceVersion should not be set on objects to be created",
+                                kind, meta.get("name"))
         if not meta.get("name"):
             prefix = meta.get("generateName")
             if not prefix:
                 raise _status_error(422, "Invalid", f"{kind.kind} is invalid: metadata.name: Required value", kind)
             while True:
                 meta["name"] = prefix + "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
-                if (kind.group, kind.plural, namespace, meta["name"]) not in self.store:
+                if self._key(kind, namespace or meta.get("namespace") or "default", meta["name"]) not in self.store:
                     break
         name = meta["name"]
         if kind.namespaced:
@@ -513,14 +840,20 @@ class Emulator(KubernetesEmulator):
         else:
             namespace = None
             meta.pop("namespace", None)
-        key = (kind.group, kind.plural, namespace, name)
+        key = self._key(kind, namespace, name)
         if key in self.store:
             raise _status_error(409, "AlreadyExists", f'{kind.qualified} "{name}" already exists', kind, name)
         obj["apiVersion"], obj["kind"] = kind.api_version, kind.kind
         if kind.status_subresource and kind.group not in ("", "batch", "apiextensions.k8s.io"):
             obj.pop("status", None)
+        check_metadata(kind, obj)
         validate_against(kind, obj, strict)
-        await self._admit(kind, "CREATE", obj, None)
+        if kind.check is not None:
+            kind.check(self, kind, obj, None)
+        if self._webhooks(kind):
+            await call_validating_webhooks(self._webhooks(kind), kind, "CREATE", obj, None)
+            if key in self.store:  # created by someone else while the webhook answered
+                raise _status_error(409, "AlreadyExists", f'{kind.qualified} "{name}" already exists', kind, name)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = _now()
         meta["generation"] = 1
@@ -531,25 +864,76 @@ class Emulator(KubernetesEmulator):
                 {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
                  "lastTransitionTime": _now()}],
                 "acceptedNames": obj["spec"]["names"]}
+        if dry_run:
+            return copy.deepcopy(obj)
+        if kind.plural == "customresourcedefinitions":
             self._register_crd(obj)
         self._bump(obj)
-        self.store[key] = obj
-        await self._emit(kind, "ADDED", obj)
+        self._put(key, obj)
+        self._emit(kind, "ADDED", obj)
         return copy.deepcopy(obj)
 
     async def replace(self, kind: Kind, namespace: str | None, name: str, new: dict, subresource: str | None,
-                      strict: bool = False) -> dict:
-        """Store ``new`` as the next version of an object: the one path every write goes through."""
-        key = (kind.group, kind.plural, namespace if kind.namespaced else None, name)
-        cur = self.store.get(key)
-        if cur is None:
-            raise _status_error(404, "NotFound", f'{kind.qualified} "{name}" not found', kind, name)
-        given_rv = (new.get("metadata") or {}).get("resourceVersion")
-        if given_rv and given_rv != cur["metadata"]["resourceVersion"]:
+                      strict: bool = False, dry_run: bool = False) -> dict:
+        """PUT: store ``new`` as the next version (409 if it names a resourceVersion that is not current)."""
+        return await self._update(kind, namespace, name, lambda cur: copy.deepcopy(new), subresource, strict,
+                                  dry_run)
+
+    async def patch(self, kind: Kind, namespace: str | None, name: str, patch: Any, content_type: str,
+                    subresource: str | None = None, strict: bool = False, dry_run: bool = False) -> dict:
+        def apply(cur: dict) -> dict:
+            try:
+                if "json-patch" in content_type:
+                    return jsonpatch.apply_patch(cur, patch)
+                new = strategic_merge_patch(cur, patch) if "strategic-merge-patch" in content_type \
+                    else merge_patch(cur, patch)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+                code = 409 if isinstance(exc, jsonpatch.JsonPatchTestFailed) else 422
+                raise _status_error(code, "Conflict" if code == 409 else "Invalid", f"the patch failed: {exc}",
+                                    kind, name) from None
+            # Merge patches carry a resourceVersion only to ask for optimistic concurrency.
+            given = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
+            if not isinstance(new.get("metadata"), dict):
+                raise _status_error(422, "Invalid", "metadata must be an object", kind, name)
+            new["metadata"]["resourceVersion"] = given or cur["metadata"]["resourceVersion"]
+            return new
+
+        if not isinstance(patch, dict | list):
+            raise _status_error(400, "BadRequest", "the patch body must be a JSON object or array", kind, name)
+        return await self._update(kind, namespace, name, apply, subresource, strict, dry_run)
+
+    async def _update(self, kind: Kind, namespace: str | None, name: str, make: Any, subresource: str | None,
+                      strict: bool, dry_run: bool) -> dict:
+        key = self._key(kind, namespace, name)
+        while True:
+            cur = self.store.get(key)
+            if cur is None:
+                raise _status_error(404, "NotFound", f'{kind.qualified} "{name}" not found', kind, name)
+            result = self._next_version(kind, cur, make(cur), subresource, strict)
+            if result is cur:
+                return copy.deepcopy(cur)  # no-op writes keep the resourceVersion and emit nothing
+            hooks = self._webhooks(kind) if subresource is None and (
+                result.get("spec") != cur.get("spec") or result["metadata"] != cur["metadata"]) else []
+            if hooks:
+                await call_validating_webhooks(hooks, kind, "UPDATE", result, copy.deepcopy(cur))
+                if self.store.get(key) is not cur:
+                    continue  # changed while the webhook answered: apply the request to the latest version
+            if dry_run:
+                return copy.deepcopy(result)
+            return self._commit(kind, key, cur, result)
+
+    def _next_version(self, kind: Kind, cur: dict, new: dict, subresource: str | None, strict: bool) -> dict:
+        """The object ``new`` makes of ``cur``, validated; ``cur`` itself when nothing changes."""
+        name = cur["metadata"]["name"]
+        if not isinstance(new, dict) or not isinstance(new.get("metadata", {}), dict):
+            raise _status_error(400, "BadRequest", "the body must be an object with object metadata", kind, name)
+        given_rv = str((new.get("metadata") or {}).get("resourceVersion") or "")
+        if given_rv not in ("", "0") and given_rv != cur["metadata"]["resourceVersion"]:
+            if not given_rv.isdigit():
+                raise _status_error(400, "BadRequest", f"invalid resourceVersion {given_rv!r}", kind, name)
             raise _status_error(409, "Conflict", f'Operation cannot be fulfilled on {kind.qualified} "{name}": '
                                 "the object has been modified; please apply your changes to the latest version "
                                 "and try again", kind, name)
-        new = copy.deepcopy(new)
         if subresource == "status":
             result = copy.deepcopy(cur)
             if "status" in new:
@@ -569,81 +953,86 @@ class Emulator(KubernetesEmulator):
                     meta[fixed] = cur["metadata"][fixed]
                 else:
                     meta.pop(fixed, None)
+            check_metadata(kind, result)
             validate_against(kind, result, strict)
-            if result.get("spec") != cur.get("spec") or result["metadata"] != cur["metadata"]:
-                await self._admit(kind, "UPDATE", result, cur)
+            if kind.check is not None:
+                kind.check(self, kind, result, cur)
         result["apiVersion"], result["kind"] = kind.api_version, kind.kind
         result["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
-        if result == cur:
-            return copy.deepcopy(cur)  # no-op writes keep the resourceVersion and emit nothing
-        spec_of = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status")}  # noqa: E731
-        if spec_of(result) != spec_of(cur):
+        return cur if result == cur else result
+
+    def _commit(self, kind: Kind, key: Key, cur: dict, result: dict) -> dict:
+        content = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status")}  # noqa: E731
+        if content(result) != content(cur):  # generation counts changes of the spec (and other content)
             result["metadata"]["generation"] = cur["metadata"].get("generation", 1) + 1
         self._bump(result)
-        self.store[key] = result
+        self._put(key, result)
         if kind.plural == "customresourcedefinitions":
             self._register_crd(result)
         if result["metadata"].get("deletionTimestamp") and not result["metadata"].get("finalizers"):
-            await self._finally_delete(kind, key)
+            self._finally_delete(kind, key)
         else:
-            await self._emit(kind, "MODIFIED", result)
+            self._emit(kind, "MODIFIED", result)
         return copy.deepcopy(result)
 
-    async def patch(self, kind: Kind, namespace: str | None, name: str, patch: Any, content_type: str,
-                    subresource: str | None = None, strict: bool = False) -> dict:
-        cur = self.get(kind.group, kind.plural, namespace if kind.namespaced else None, name)
-        if cur is None:
-            raise _status_error(404, "NotFound", f'{kind.qualified} "{name}" not found', kind, name)
-        try:
-            if "json-patch" in content_type:
-                new = jsonpatch.apply_patch(cur, patch)
-            elif "strategic-merge-patch" in content_type:
-                new = strategic_merge_patch(cur, patch)
-            else:
-                new = merge_patch(cur, patch)
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
-            code = 409 if isinstance(exc, jsonpatch.JsonPatchTestFailed) else 422
-            raise _status_error(code, "Conflict" if code == 409 else "Invalid", f"the patch failed: {exc}",
-                                kind, name) from None
-        if "json-patch" not in content_type:
-            # Merge patches carry a resourceVersion only to ask for optimistic concurrency.
-            given = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
-            new.setdefault("metadata", {})["resourceVersion"] = given or cur["metadata"]["resourceVersion"]
-        return await self.replace(kind, namespace, name, new, subresource, strict)
-
-    async def delete(self, kind: Kind, namespace: str | None, name: str, propagation: str = "Background") -> dict:
-        key = (kind.group, kind.plural, namespace if kind.namespaced else None, name)
+    async def delete(self, kind: Kind, namespace: str | None, name: str, propagation: str = "Background",
+                     preconditions: dict | None = None, dry_run: bool = False) -> dict:
+        key = self._key(kind, namespace, name)
         cur = self.store.get(key)
         if cur is None:
             raise _status_error(404, "NotFound", f'{kind.qualified} "{name}" not found', kind, name)
+        for field_name in ("resourceVersion", "uid"):
+            want = (preconditions or {}).get(field_name)
+            if want and want != cur["metadata"][field_name]:
+                raise _status_error(409, "Conflict", f'Operation cannot be fulfilled on {kind.qualified} "{name}": '
+                                    f"Precondition failed: {field_name.removesuffix('Version')}"
+                                    f"{'Version' if field_name == 'resourceVersion' else ''}: "
+                                    f"{want}, {field_name}: {cur['metadata'][field_name]}", kind, name)
+        if dry_run:
+            return copy.deepcopy(cur)
         if cur["metadata"].get("finalizers"):
             if not cur["metadata"].get("deletionTimestamp"):
                 cur = copy.deepcopy(cur)
                 cur["metadata"]["deletionTimestamp"] = _now()
                 self._bump(cur)
-                self.store[key] = cur
-                await self._emit(kind, "MODIFIED", cur)
+                self._put(key, cur)
+                self._emit(kind, "MODIFIED", cur)
             return copy.deepcopy(cur)
-        return await self._finally_delete(kind, key, orphan=propagation == "Orphan")
+        return self._finally_delete(kind, key, orphan=propagation == "Orphan")
 
-    async def _finally_delete(self, kind: Kind, key: tuple, orphan: bool = False) -> dict:
-        obj = self.store.pop(key)
+    def _finally_delete(self, kind: Kind, key: Key, orphan: bool = False) -> dict:
+        obj = copy.deepcopy(self._pop(key))
         self._bump(obj)
-        await self._emit(kind, "DELETED", obj)
+        self._emit(kind, "DELETED", obj)
         if not orphan:
-            await self._collect_garbage(obj["metadata"]["uid"])
+            self._collect_garbage(obj["metadata"]["uid"])
         return copy.deepcopy(obj)
 
-    async def _collect_garbage(self, owner_uid: str) -> None:
+    def _collect_garbage(self, owner_uid: str) -> None:
         """Delete dependents whose ownerReferences point at a deleted owner (background propagation)."""
-        for (g, p, ns, n), obj in list(self.store.items()):
-            refs = obj["metadata"].get("ownerReferences") or []
-            if any(r.get("uid") == owner_uid for r in refs) and (g, p, ns, n) in self.store:
-                await self.delete(self.kinds[(g, p)], ns, n)
+        for key in sorted(self._dependents.get(owner_uid, set()), key=str):
+            cur = self.store.get(key)
+            if cur is None:
+                continue
+            kind = self.kinds[key[:2]]
+            if cur["metadata"].get("finalizers"):
+                if not cur["metadata"].get("deletionTimestamp"):
+                    cur = copy.deepcopy(cur)
+                    cur["metadata"]["deletionTimestamp"] = _now()
+                    self._bump(cur)
+                    self._put(key, cur)
+                    self._emit(kind, "MODIFIED", cur)
+            else:
+                self._finally_delete(kind, key)
 
     # -- HTTP
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         res = request.resource
+        if request._raw_request is not None:  # every request served, by verb and resource[/subresource]
+            verb = "WATCH" if request._raw_request.query.get("watch") in ("true", "1") else request._raw_request.method
+            what = (f"{res.plural}/{request.subresource}" if request.subresource else res.plural) \
+                if res is not None and res.plural else "(discovery)"
+            self.requests_served[(verb, what)] = self.requests_served.get((verb, what), 0) + 1
         if res is None or not res.plural or (res.group, res.plural) not in self.kinds:
             if res is not None and res.plural and request.action is not None:
                 raise _status_error(404, "NotFound", "the server could not find the requested resource")
@@ -654,32 +1043,48 @@ class Emulator(KubernetesEmulator):
         params = dict(raw.query)
         ns = request.namespace if kind.namespaced else None
         strict = params.get("fieldValidation") == "Strict"
+        dry_run = params.get("dryRun") == "All"
         method = raw.method.upper()
         name, sub = request.name, request.subresource
-        if sub not in (None, "status"):
-            raise _status_error(404, "NotFound", f"subresource {sub} is not served by the emulator", kind, name)
+        if sub not in (None, "status") or (sub == "status" and not kind.status_subresource):
+            raise _status_error(404, "NotFound", f"subresource {sub} is not served for {kind.qualified}", kind, name)
         if params.get("watch") in ("true", "1"):
             return await self._watch(kind, request, params)
         if method == "GET" and name is None:
             return self._json(self._list_payload(kind, request, params))
         if method == "GET":
-            obj = self.get(kind.group, kind.plural, ns, name)
+            obj = self.store.get(self._key(kind, ns, name))
             if obj is None:
                 raise _status_error(404, "NotFound", f'{kind.qualified} "{name}" not found', kind, name)
             if "as=Table" in raw.headers.get("Accept", ""):
                 return self._json(self._table(kind, [obj], params))
             return self._json(obj)
+        body = request.data
+        if method in ("POST", "PUT", "PATCH") and "protobuf" in raw.headers.get("Content-Type", ""):
+            # client-go sends built-in kinds as protobuf; answered 415, it retries the request as JSON.
+            raise _status_error(415, "UnsupportedMediaType", 'the body of the request was in an unknown format - '
+                                'accepted media types include: application/json, application/yaml', kind, name)
         if method == "POST" and name is None:
-            return self._json(await self.create(kind, request.namespace, request.data or {}, strict), 201)
+            if not isinstance(body, dict):
+                raise _status_error(400, "BadRequest", "the request body must be a JSON object", kind)
+            return self._json(await self.create(kind, request.namespace, body, strict, dry_run), 201)
         if method == "PUT" and name is not None:
-            return self._json(await self.replace(kind, ns, name, request.data or {}, sub, strict))
+            if not isinstance(body, dict):
+                raise _status_error(400, "BadRequest", "the request body must be a JSON object", kind, name)
+            given = (body.get("metadata") or {}).get("name") if isinstance(body.get("metadata"), dict) else None
+            if given and given != name:
+                raise _status_error(400, "BadRequest", f"the name of the object ({given}) does not match the name "
+                                    f"on the URL ({name})", kind, name)
+            return self._json(await self.replace(kind, ns, name, body, sub, strict, dry_run))
         if method == "PATCH" and name is not None:
             ctype = raw.headers.get("Content-Type", "application/merge-patch+json")
-            return self._json(await self.patch(kind, ns, name, request.data, ctype, sub, strict))
+            if "apply-patch" in ctype:
+                raise _status_error(415, "UnsupportedMediaType", "server-side apply is not emulated", kind, name)
+            return self._json(await self.patch(kind, ns, name, body, ctype, sub, strict, dry_run))
         if method == "DELETE" and name is not None:
-            body = request.data if isinstance(request.data, dict) else {}
-            propagation = body.get("propagationPolicy") or params.get("propagationPolicy") or "Background"
-            return self._json(await self.delete(kind, ns, name, propagation))
+            opts = body if isinstance(body, dict) else {}
+            propagation = opts.get("propagationPolicy") or params.get("propagationPolicy") or "Background"
+            return self._json(await self.delete(kind, ns, name, propagation, opts.get("preconditions"), dry_run))
         raise _status_error(405, "MethodNotAllowed", f"{method} is not supported on this path", kind, name)
 
     @staticmethod
@@ -687,11 +1092,12 @@ class Emulator(KubernetesEmulator):
         return aiohttp.web.json_response(payload, status=status)
 
     def _select(self, kind: Kind, request: rendering.Request, params: dict) -> list[dict]:
+        """Matching stored objects (shared, read-only) in namespace/name order."""
         ns = request.namespace if kind.namespaced else None
-        objs = self.list(kind.group, kind.plural, ns)
-        if request.name:
-            objs = [o for o in objs if o["metadata"]["name"] == request.name]
-        return [o for o in objs if self._matches(o, params)]
+        objs = sorted(self._by_kind.get((kind.group, kind.plural), {}).items(),
+                      key=lambda kv: (kv[0][2] or "", kv[0][3]))
+        return [o for k, o in objs if (ns is None or k[2] == ns) and (not request.name or k[3] == request.name)
+                and self._matches(o, params)]
 
     @staticmethod
     def _matches(obj: dict, params: dict) -> bool:
@@ -729,19 +1135,25 @@ class Emulator(KubernetesEmulator):
                 "columnDefinitions": cols, "rows": rows}
 
     async def _watch(self, kind: Kind, request: rendering.Request, params: dict) -> aiohttp.web.StreamResponse:
+        """Stream events after a cursor from the kind's log; nothing here can make a writer wait."""
         raw = request._raw_request
         assert raw is not None
-        if self.changed is None:
-            self.changed = asyncio.Condition()
         since = params.get("resourceVersion") or "0"
         if not since.isdigit():
             raise _status_error(400, "BadRequest", f"invalid resourceVersion {since!r}", kind)
-        since_rv = int(since)
         ns = request.namespace if kind.namespaced else None
         timeout = float(params.get("timeoutSeconds") or 0) or None
+        log = self._log(kind)
+        initial = params.get("sendInitialEvents") == "true"
+        # Snapshot and cursor are taken together, with no await between: nothing can slip in unseen.
+        snapshot = self._select(kind, request, params) if since == "0" or initial else []
+        cursor = self.rv if since == "0" or initial else int(since)
         resp = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()
         await resp.prepare(raw)
+        if log.expired(cursor):
+            await resp.write(_expired(cursor, log.rvs[0] if log.rvs else self.rv))
+            return resp
 
         def wanted(obj: dict) -> bool:
             m = obj["metadata"]
@@ -751,44 +1163,55 @@ class Emulator(KubernetesEmulator):
                 return False
             return self._matches(obj, params)
 
-        async def send(type_: str, obj: dict) -> None:
-            await resp.write(json.dumps({"type": type_, "object": obj}).encode() + b"\n")
+        async def send(line: bytes) -> None:
+            # A client that stops reading must not keep this stream (and its socket) forever.
+            async with asyncio.timeout(self.watch_write_timeout):
+                await resp.write(line)
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout else None
+        wake = asyncio.Event()
+        log.wakeups.add(wake)
+        self.watchers += 1
         try:
-            initial = params.get("sendInitialEvents") == "true"
-            if since_rv == 0 or initial:
-                for obj in self._select(kind, request, params):
-                    await send("ADDED", obj)
-                cursor = self.rv
-                if initial:  # streaming list (WatchList): tell the client the snapshot is complete
-                    await send("BOOKMARK", {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": {
-                        "resourceVersion": str(cursor), "annotations": {"k8s.io/initial-events-end": "true"}}})
-            else:
-                oldest = self.history[0][0] if self.history else self.rv + 1
-                if since_rv < oldest - 1 and since_rv < self.rv:
-                    gone = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
-                            "reason": "Expired", "message": f"too old resource version: {since_rv} ({oldest})"}
-                    await resp.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
-                    return resp
-                cursor = since_rv
+            for obj in snapshot:
+                await send(json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n")
+            if initial:  # streaming list (WatchList): tell the client the snapshot is complete
+                await send(json.dumps({"type": "BOOKMARK", "object": {
+                    "kind": kind.kind, "apiVersion": kind.api_version, "metadata": {
+                        "resourceVersion": str(cursor), "annotations": {"k8s.io/initial-events-end": "true"}}}})
+                           .encode() + b"\n")
             while not self.stopping:
-                fresh = []
-                for item in reversed(self.history):
-                    if item[0] <= cursor:
-                        break
-                    fresh.append(item)
-                for _rv, g, p, type_, obj in reversed(fresh):
-                    if g == kind.group and p == kind.plural and wanted(obj):
-                        await send(type_, obj)
-                cursor = max(cursor, self.rv)
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     break
-                async with self.changed:
+                if log.expired(cursor):  # fell behind the retained window: the client must re-list
+                    await send(_expired(cursor, log.rvs[0]))
+                    break
+                batch = log.after(cursor, 256)
+                if not batch:
+                    wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.changed.wait(), timeout=min(remaining or 1.0, 1.0))
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+                        async with asyncio.timeout(min(remaining or 5.0, 5.0)):
+                            await wake.wait()
+                    if raw.transport is None or raw.transport.is_closing():
+                        break
+                    continue
+                for event in batch:
+                    cursor = event.rv
+                    if wanted(event.obj):
+                        await send(event.line())
+                await asyncio.sleep(0)  # a watcher catching up must not starve the loop
+        except ConnectionResetError:
+            pass  # the client went away; it re-watches from its last version
+        except TimeoutError:  # the client stopped reading: drop the connection rather than wait on it
+            if raw.transport is not None:
+                sock = raw.transport.get_extra_info("socket")
+                if sock is not None:  # reset, so the kernel drops what is queued for it too
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                raw.transport.abort()
+        finally:
+            log.wakeups.discard(wake)
+            self.watchers -= 1
         return resp

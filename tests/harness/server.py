@@ -21,7 +21,9 @@ T = TypeVar("T")
 
 
 class EmulatorServer:
-    def __init__(self) -> None:
+    def __init__(self, **emulator_options: Any) -> None:
+        """``emulator_options`` go to :class:`Emulator` (e.g. ``history_size``)."""
+        self.options = emulator_options
         self.loop = asyncio.new_event_loop()
         self.emulator: Emulator | None = None
         self.url = ""
@@ -40,12 +42,12 @@ class EmulatorServer:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        async with Emulator() as emulator, Server(emulator) as server:
+        async with Emulator(**self.options) as emulator, Server(emulator) as server:
             self.emulator = emulator
             self.url = str(server.url).rstrip("/")
             self._ready.set()
             await self._stop.wait()
-            emulator.stopping = True
+            emulator.shutdown()
             await asyncio.sleep(0.2)
 
     def start(self) -> EmulatorServer:
