@@ -1,5 +1,6 @@
 """CarbonAware timing through the real operator: a CSV provider, the API emulator, kubectl, and the
-operator's controllable clock (GENSCHED_CLOCK_START/RATE) replaying one night in about a minute."""
+operator's clock driven by the test (GENSCHED_CLOCK_FILE): the test steps through one night, so nothing
+depends on how fast the machine decides."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ from tests.conftest import Cluster, OperatorProcess, wait_for
 from tests.harness.tools import Kubectl
 
 pytestmark = pytest.mark.integration
-START = datetime(2026, 3, 3, 0, 30, tzinfo=UTC)  # the operator's clock starts here ...
-RATE = 900  # ... and runs 15 simulated minutes per real second
+START = datetime(2026, 3, 3, 0, 30, tzinfo=UTC)  # the operator's clock stands here until the test moves it
 CHEAP = {(2, 0), (2, 30), (4, 0), (4, 30)}  # 100 gCO2/kWh at 02:00-03:00 and 04:00-05:00, else 400
 
 
@@ -33,17 +33,37 @@ def carbon_csv(tmp_path: Path) -> Path:
     return path
 
 
+class Clock:
+    """The operator's clock, stepped by the test."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.set(START)
+
+    def set(self, t: datetime) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(t.isoformat().replace("+00:00", "Z") + " 0\n")
+        tmp.replace(self.path)  # atomic: the operator never reads half a file
+
+
 @pytest.fixture
-def clocked_operator(cluster: Cluster, tmp_path: Path) -> Iterator[OperatorProcess]:
+def clock(tmp_path: Path) -> Clock:
+    return Clock(tmp_path / "clock")
+
+
+@pytest.fixture
+def clocked_operator(cluster: Cluster, tmp_path: Path, clock: Clock) -> Iterator[OperatorProcess]:
     op = OperatorProcess(tmp_path / "kubeconfig", tmp_path / "operator.log",
-                         env={"GENSCHED_CLOCK_START": START.isoformat(), "GENSCHED_CLOCK_RATE": str(RATE),
-                              "GENSCHED_NAMESPACE": "default", "GENSCHED_CARBON_CSV_DIR": str(tmp_path)})
+                         env={"GENSCHED_CLOCK_FILE": str(clock.path), "GENSCHED_NAMESPACE": "default",
+                              "GENSCHED_CARBON_CSV_DIR": str(tmp_path)})
     op.start()
-    op.clock_origin = time.monotonic()  # type: ignore[attr-defined]
     yield op
     op.stop()
-    if "Traceback" in op.logs():
-        print(op.logs()[-6000:])
+    assert "Traceback" not in op.logs(), op.logs()[-4000:]
+
+
+def at(hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 3, 3, hour, minute, tzinfo=UTC)
 
 
 def policy(name: str, csv: Path | str, default: bool = True) -> dict:
@@ -70,8 +90,9 @@ def reasons(cluster: Cluster, name: str) -> list[str]:
 
 
 def test_deferred_to_the_cleanest_hours_with_expected_and_actual_savings(
-        cluster: Cluster, clocked_operator: OperatorProcess, crds: Kubectl, carbon_csv: Path) -> None:
+        cluster: Cluster, clocked_operator: OperatorProcess, crds: Kubectl, carbon_csv: Path, clock: Clock) -> None:
     cluster.add_node("gpu-a", gpus=1)
+    cluster.standin.hold.update({"night-a", "night-b"})
     crds("apply", "-f", "-", stdin=yaml.safe_dump(policy("carbon", carbon_csv)))
     deadline = START + timedelta(hours=7)
     crds("apply", "-f", "-", stdin=yaml.safe_dump_all([job("night-a", 1, deadline), job("night-b", 1, deadline)]))
@@ -95,16 +116,28 @@ def test_deferred_to_the_cleanest_hours_with_expected_and_actual_savings(
     assert messages[0].startswith("deferred until 2026-03-03T02:00:00Z: expected saving ")
     assert messages[0].endswith("gCO2 (75.0%)")
     # Nothing runs before its slot ...
+    clock.set(at(1, 30))
+    time.sleep(2)
     assert cluster.get("batch", "jobs", "default", first)["spec"]["suspend"] is True
+    assert cluster.phase(first) == "Deferred"
     # ... then each runs in its clean hour and reports what it used.
+    clock.set(at(2))
+    cluster.wait_phase(first, "Running", timeout=60)
+    clock.set(at(2, 45))
+    cluster.standin.hold.discard(first)
     done = cluster.wait_phase(first, "Succeeded", timeout=60)["status"]
-    released = datetime.fromisoformat(done["releasedAt"].replace("Z", "+00:00"))
-    assert datetime(2026, 3, 3, 2, tzinfo=UTC) <= released < datetime(2026, 3, 3, 3, tzinfo=UTC)
+    assert done["releasedAt"] == "2026-03-03T02:00:00Z"
     c = done["carbon"]
-    assert c["energyKWh"] > 0 and c["actualGCO2"] == pytest.approx(c["energyKWh"] * 100, rel=0.01)
+    assert c["energyKWh"] == pytest.approx(0.28 * 0.75, rel=0.01)  # 0.28 kW for 45 minutes
+    assert c["actualGCO2"] == pytest.approx(c["energyKWh"] * 100, rel=0.01)
     assert c["actualSavingGCO2"] == pytest.approx(c["energyKWh"] * 300, rel=0.01)
+    assert cluster.phase(second) == "Deferred"
+    clock.set(at(4))
+    cluster.wait_phase(second, "Running", timeout=60)
+    clock.set(at(4, 30))
+    cluster.standin.hold.discard(second)
     done_b = cluster.wait_phase(second, "Succeeded", timeout=60)["status"]
-    assert done_b["releasedAt"] >= "2026-03-03T04:00:00Z"
+    assert done_b["releasedAt"] == "2026-03-03T04:00:00Z"
     text = clocked_operator.metrics()
     assert "gensched_deferred_jobs_total 2.0" in text
     saved = float(next(line.split()[1] for line in text.splitlines()
@@ -114,7 +147,7 @@ def test_deferred_to_the_cleanest_hours_with_expected_and_actual_savings(
 
 def test_no_slack_run_now_annotation_and_a_broken_signal(
         cluster: Cluster, clocked_operator: OperatorProcess, crds: Kubectl, kubectl: Kubectl,
-        carbon_csv: Path) -> None:
+        carbon_csv: Path, clock: Clock) -> None:
     cluster.add_node("gpu-a", gpus=4)
     crds("apply", "-f", "-", stdin=yaml.safe_dump_all([policy("carbon", carbon_csv),
                                                         policy("broken", "/nonexistent.csv", default=False)]))
@@ -139,7 +172,7 @@ def test_no_slack_run_now_annotation_and_a_broken_signal(
 
 
 def test_interruptible_job_pauses_between_its_slots(
-        cluster: Cluster, clocked_operator: OperatorProcess, crds: Kubectl, carbon_csv: Path) -> None:
+        cluster: Cluster, clocked_operator: OperatorProcess, crds: Kubectl, carbon_csv: Path, clock: Clock) -> None:
     cluster.add_node("gpu-a", gpus=1)
     cluster.standin.hold.add("pieces")
     crds("apply", "-f", "-", stdin=yaml.safe_dump(policy("carbon", carbon_csv)))
@@ -149,22 +182,25 @@ def test_interruptible_job_pauses_between_its_slots(
         ("2026-03-03T02:00:00Z", "2026-03-03T03:00:00Z"), ("2026-03-03T04:00:00Z", "2026-03-03T05:00:00Z")]
     # Started now (00:30) it would run 00:30-02:30 at 400, 400, 400, 100 on average 325 gCO2/kWh.
     assert st["carbon"]["baselineIntensity"] == 325 and st["carbon"]["expectedSavingPct"] == pytest.approx(69.23)
-    cluster.wait_phase("pieces", "Running", timeout=30)
-    wait_for(lambda: cluster.get("batch", "jobs", "default", "pieces")["spec"]["suspend"] is True, timeout=30,
+    clock.set(at(2))
+    cluster.wait_phase("pieces", "Running", timeout=60)
+    clock.set(at(3, 10))
+    wait_for(lambda: cluster.get("batch", "jobs", "default", "pieces")["spec"]["suspend"] is True, timeout=60,
              what="suspended after the first slot")
     wait_for(lambda: "Suspended" in reasons(cluster, "pieces"), what="Suspended event")
     # Restart the operator in the gap: the plan lives in status, so the new process resumes on time.
     op = clocked_operator
-    sim_now = START + timedelta(seconds=(time.monotonic() - op.clock_origin) * RATE)  # type: ignore[attr-defined]
     op.stop(kill=True)
-    op.env["GENSCHED_CLOCK_START"] = sim_now.isoformat()
     op.start()
-    op.clock_origin = time.monotonic()  # type: ignore[attr-defined]
-    wait_for(lambda: cluster.get("batch", "jobs", "default", "pieces")["spec"]["suspend"] is False, timeout=30,
+    time.sleep(2)
+    assert cluster.get("batch", "jobs", "default", "pieces")["spec"]["suspend"] is True  # still in the gap
+    clock.set(at(4))
+    wait_for(lambda: cluster.get("batch", "jobs", "default", "pieces")["spec"]["suspend"] is False, timeout=60,
              what="resumed in the second slot")
     wait_for(lambda: "Resumed" in reasons(cluster, "pieces"), what="Resumed event")
+    clock.set(at(4, 50))
     cluster.standin.hold.discard("pieces")
-    done = cluster.wait_phase("pieces", "Succeeded", timeout=30)["status"]
+    done = cluster.wait_phase("pieces", "Succeeded", timeout=60)["status"]
     assert done["carbon"]["actualGCO2"] == pytest.approx(done["carbon"]["energyKWh"] * 100, rel=0.01)
 
 

@@ -15,13 +15,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from gensched.api.errors import bounded
-from gensched.controller import picture, telemetry
+from gensched.controller import picture, policy_status, telemetry
 from gensched.controller.cache import CACHE
 from gensched.controller.kube import kube
 from gensched.controller.leader import LeaderElector
 from gensched.controller.lifecycle import Outcome, reconcile
 from gensched.controller.reservations import RESERVATIONS
 from gensched.controller.scheduler import Scheduler, settings_from_policies
+from gensched.controller.step import Step
 from gensched.sched import WaitingJob
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Loop:
         self.elector, self.period, self.resync = elector, period, resync
         self.scheduler = Scheduler(elector.may_write, workers)
         self.waiting: dict[str, WaitingJob] = {}
+        self._steps: dict[str, Step] = {}  # this iteration's passes' status changes, written with the decision
         self._due: list[tuple[float, str]] = []  # (monotonic time, key): passes asked for later
         self._failures: dict[str, int] = {}
         self._forgotten: set[str] = set()
@@ -116,20 +118,28 @@ class Loop:
                 if self.waiting.pop(key, None) is not None or key not in self._forgotten:
                     ns, _, name = key.partition("/")
                     telemetry.call("forget_job", ns, name)
+                    policy_status.retire_job(key)  # its use stays counted in its namespace's budget
                     self._forgotten.add(key)
                 continue
             self._forgotten.discard(key)
             (serve if (body.get("spec") or {}).get("mode") == "Serve" else batch).append(body)
-        for body in serve:  # Serve jobs place their workers on the picture directly: one at a time
+        # Serve jobs place their workers on the picture directly, and carbon-aware plans bind each other in
+        # decision order: those passes run one at a time; the others run in parallel.
+        ordered = [b for b in batch if _plans_with_others(b)]
+        for body in serve + sorted(ordered, key=_decision_order):
             self._pass(body)
-        for _ in self._pool.map(self._pass, batch):
+        for _ in self._pool.map(self._pass, [b for b in batch if not _plans_with_others(b)]):
             pass
         self._orphans(pic)
+        policy_status.tick(self.elector.may_write)  # at most every ~10 s: policy status, namespace budgets
+        steps, self._steps = self._steps, {}
         if self.waiting and self.elector.may_write():
             pic = picture.build(CACHE, self.scheduler.assumed)  # passes may have released or evicted work
             RESERVATIONS.load(pic.state)
-            self.scheduler.cycle(pic, list(self.waiting.values()))
+            self.scheduler.cycle(pic, list(self.waiting.values()), steps)
             self.cycles += 1
+        elif steps:  # no cycle (leadership lapsed): the passes' changes are not written; look again later
+            CACHE.mark(*steps)
         s = RESERVATIONS.state
         by_model: dict[str, list[float]] = {}
         for i, n in enumerate(s.nodes):
@@ -156,6 +166,8 @@ class Loop:
             out = Outcome(requeue_s=delay)
         if out.waiting is not None:
             self.waiting[key] = out.waiting
+            if out.step is not None:
+                self._steps[key] = out.step
         else:
             self.waiting.pop(key, None)
         if out.requeue_s is not None:
@@ -177,6 +189,25 @@ class Loop:
         """Liveness: the loop thread is alive and has made progress recently."""
         alive = self.thread is not None and self.thread.is_alive()
         return alive and time.monotonic() - self.last_progress < stale_after
+
+
+def _plans_with_others(body: dict) -> bool:
+    """Does this job's timing plan depend on other jobs' plans (CarbonAware's capacity-aware plans)?"""
+    from gensched.api.policy import TimingMode
+    from gensched.controller.lifecycle import resolve_policy
+
+    if (body.get("status") or {}).get("phase") not in (None, "Pending", "Deferred"):
+        return False
+    try:
+        _, policy = resolve_policy((body.get("spec") or {}).get("policyRef"))
+    except LookupError:
+        return False
+    return policy.timing.mode == TimingMode.CARBON_AWARE
+
+
+def _decision_order(body: dict) -> tuple:
+    st = body.get("status") or {}
+    return (st.get("decidedAt") or "~", body["metadata"].get("creationTimestamp") or "", body["metadata"]["name"])
 
 
 def _api_error(exc: BaseException) -> bool:
