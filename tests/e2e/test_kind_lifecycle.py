@@ -1,38 +1,45 @@
-"""The batch lifecycle on a real cluster (kind + Docker). Skipped where there is no Docker engine or kind."""
+"""The batch lifecycle on a real cluster: kind, the operator image built from operator/Dockerfile, the chart.
+
+Runs the steps of ``tests/e2e/plan.py`` in order: kind cluster with fake GPUs, image built and loaded,
+``helm install`` with the local tag and pullPolicy Never, rollout and a Lease holder, a shell-command batch
+GenerativeJob to Succeeded with its placement and Events checked, delete, uninstall; the cluster is
+deleted at the end whatever happened. Skipped (with the reason) only where Docker or kind is absent;
+``tests/integration/test_e2e_plan.py`` checks the same steps and manifests without Docker.
+"""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.harness.tools import ROOT, tool
+from tests.e2e import plan
 
-pytestmark = pytest.mark.e2e
-
-
-def _docker_engine() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 
-@pytest.fixture(scope="module")
-def kind_cluster() -> str:
-    if not _docker_engine():
-        pytest.skip("e2e needs a running Docker engine (none on this machine); the emulator tests cover the lifecycle")
-    if shutil.which("kind") is None:
-        pytest.skip("e2e needs the kind binary on PATH")
-    subprocess.run(["kind", "create", "cluster", "--config", str(ROOT / "kind-config.yaml")], check=True)
-    subprocess.run(["bash", str(ROOT / "scripts/kind-fake-gpus.sh")], check=True)
-    yield "kind-gensched"
-    subprocess.run(["kind", "delete", "cluster", "--name", "gensched"], check=False)
-
-
-def test_batch_job_reaches_placed_on_kind(kind_cluster: str) -> None:
-    kubectl = tool("kubectl") or "kubectl"
-    subprocess.run([kubectl, "apply", "-f", str(ROOT / "crds")], check=True)
-    subprocess.run([kubectl, "apply", "-f", str(ROOT / "workloads/examples/batch-llama-int4.yaml")], check=True)
-    subprocess.run([kubectl, "wait", "--for=jsonpath={.status.phase}=Placed", "gj/synth-llama-int4",
-                    "--timeout=120s"], check=True)
+def test_batch_lifecycle_on_kind_with_the_chart_and_the_built_image(tmp_path: Path) -> None:
+    missing = plan.missing_prerequisites()
+    if missing:
+        pytest.skip(f"the kind e2e needs Docker and kind: {missing}; "
+                    "tests/integration/test_e2e_plan.py checks its steps on the API emulator")
+    env = plan.environment(tmp_path / "kubeconfig", tmp_path / "kubectl-cache")
+    done: dict[str, str] = {}
+    try:
+        plan.run_all(plan.STEPS, env, done)
+    except plan.StepFailed as exc:
+        notes = []
+        for step in plan.DIAGNOSTICS:
+            try:
+                notes.append(f"--- {step.name}\n{plan.run(step, env)}")
+            except plan.StepFailed as diag:
+                notes.append(f"--- {step.name}: {diag}")
+        raise AssertionError(f"{exc}\n\n" + "\n".join(notes)) from None
+    finally:
+        for step in plan.TEARDOWN:
+            try:
+                plan.run(step, env)
+            except plan.StepFailed as exc:  # report, but do not hide the test's own outcome
+                print(exc)
+    assert done["placement node"] == done["its pod ran on the placed node"]
+    assert set(done) == {s.name for s in plan.STEPS}  # every step ran
