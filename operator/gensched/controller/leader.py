@@ -29,7 +29,8 @@ class LeaderElector:
                  duration: float = 10.0, retry: float = 2.0, margin: float | None = None,
                  enabled: bool = True) -> None:
         self.namespace, self.name = namespace, name
-        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        pod = os.environ.get("GENSCHED_POD_NAME") or socket.gethostname()
+        self.identity = identity or f"{pod}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.duration, self.retry = duration, retry
         self.margin = margin if margin is not None else min(duration / 2, kube_timeout() + 1.0)
         self.enabled = enabled
