@@ -39,6 +39,7 @@ class StuckWatch:
         self.cluster = cluster
         self.since: dict[str, float] = {}
         self.longest = 0.0
+        self.worst = ""
 
     def check(self) -> None:
         c = self.cluster
@@ -62,7 +63,10 @@ class StuckWatch:
             by_design = (st.get("queue") or {}).get("reason") in ("BehindHead", "Preempting", "Defragmenting")
             if st.get("phase") in (None, "Pending") and fits and not by_design:
                 start = self.since.setdefault(name, now)
-                self.longest = max(self.longest, now - start)
+                if now - start > self.longest:
+                    self.longest = now - start
+                    self.worst = f"{name} ({gpus:g} GPU): {st.get('phase')} {(st.get('queue') or {}).get('reason')}: " \
+                                 f"{(st.get('message') or '')[:160]}"
             else:
                 self.since.pop(name, None)
 
@@ -106,7 +110,7 @@ def test_faults_and_kills_during_a_burst_break_no_invariant(api: EmulatorServer,
             op.stop()
         report = proxy.report()
     print(f"chaos: {JOBS} jobs, {kills} kill -9, faults {report}; invariant checks {watch.checks}; "
-          f"longest wait with room free {stuck.longest:.1f} s")
+          f"longest wait with room free {stuck.longest:.1f} s ({stuck.worst})")
     assert watch.checks > 20
     assert watch.seen == [], watch.seen[:5]
     assert [n for n, p in phases.items() if p != "Succeeded"] == []  # none lost or stuck

@@ -43,7 +43,7 @@ def test_batch_job_is_placed_released_and_mirrored(cluster: Cluster, operator: O
     described = crds("describe", "gj", "synth-llama-int4").stdout
     assert "Placed" in described and "on node gpu-a, GPU 0 (0.25 of the GPU)" in described
     metrics = operator.metrics()
-    assert 'gensched_gpu_capacity{gpu_model=""} 4.0' in metrics
+    assert 'gensched_gpu_capacity{gpu_model="NVIDIA-A100-SXM4-80GB"} 4.0' in metrics  # per GPU model
     assert 'gensched_decisions_total{decision="Placed"} 1.0' in metrics
 
 
