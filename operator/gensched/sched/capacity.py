@@ -13,7 +13,8 @@ import numpy as np
 
 from gensched.packing import ClusterState, GpuRequest
 from gensched.packing.policies import explain_unschedulable
-from gensched.sched.model import RunningJob, Taint, Toleration
+from gensched.sched.eviction import RowIndex
+from gensched.sched.model import Taint, Toleration
 
 GPU_TAINT = "nvidia.com/gpu"  # the NVIDIA GPU taint: every gensched Job tolerates it
 CANDIDATES = 64  # nodes examined for a head job's earliest start (closest to fitting first)
@@ -64,8 +65,22 @@ def never_fits(state: ClusterState, req: GpuRequest, allowed: np.ndarray) -> str
     return None
 
 
+def _fits_lists(req: GpuRequest, need_milli: int, need_mem: float, free: list[int], memf: list[float],
+                cpu: int, mem: int) -> bool:
+    """``ClusterState.fits_node`` for an unpartitioned node on plain lists (8 GPUs: faster than numpy)."""
+    if cpu < req.cpu_milli or mem < req.memory_mib:
+        return False
+    if req.cpu_only:
+        return True
+    room = 0
+    for f, m in zip(free, memf, strict=True):
+        if f >= need_milli and m >= need_mem - 1e-9:
+            room += 1
+    return room >= req.gpu_count
+
+
 def earliest_start(state: ClusterState, req: GpuRequest, rows: np.ndarray,
-                   running_by_row: dict[int, list[RunningJob]], now: float) -> tuple[int, float] | None:
+                   running_by_row: RowIndex, now: float) -> tuple[int, float] | None:
     """(row, time) where ``req`` fits soonest once running work ends as expected (inf: an unknown end)."""
     if rows.size == 0:
         return None
@@ -74,25 +89,52 @@ def earliest_start(state: ClusterState, req: GpuRequest, rows: np.ndarray,
     rows = rows[np.argsort(-closeness, kind="stable")[:CANDIDATES]]
     best: tuple[int, float] | None = None
     for row in map(int, rows):
-        free, memf = state.gpu_free[row].copy(), state.gpu_mem_free[row].copy()
-        cpu, mem = int(state.cpu_free[row]), int(state.mem_free[row])
-        t = now if state.fits_node(row, req, free, memf, cpu, mem) else math.inf
-        if t > now:
-            for r in sorted(running_by_row.get(row, ()), key=lambda r: (r.expected_end is None, r.expected_end or 0)):
+        if state.fits_node(row, req):
+            t = now
+        elif state.mig[row] or (req.gpu_models and state.models[int(state.model_id[row])] not in req.gpu_models):
+            t = _release_mig(state, row, req, running_by_row, now)
+        else:
+            t = math.inf
+            free, memf = state.gpu_free[row].tolist(), state.gpu_mem_free[row].tolist()
+            cpu, mem = int(state.cpu_free[row]), int(state.mem_free[row])
+            limit = best[1] if best is not None else math.inf
+            for r in sorted(running_by_row.get(row, ()), key=_by_end):
+                end = math.inf if r.expected_end is None else max(now, r.expected_end)
+                if end >= limit:
+                    break  # cannot beat the best node found so far
                 a = r.alloc
-                if a.gpu_indices:
-                    idx = list(a.gpu_indices)
-                    free[idx] += a.gpu_milli
-                    memf[idx] += a.gpu_memory_gib
+                for g in a.gpu_indices:
+                    free[g] += a.gpu_milli
+                    memf[g] += a.gpu_memory_gib
                 cpu, mem = cpu + a.cpu_milli, mem + a.memory_mib
-                if state.fits_node(row, req, free, memf, cpu, mem):
-                    t = max(now, r.expected_end) if r.expected_end is not None else math.inf
+                if _fits_lists(req, req.per_gpu_milli, req.gpu_memory_gib, free, memf, cpu, mem):
+                    t = end
                     break
         if best is None or t < best[1]:
             best = (row, t)
             if t <= now:
                 break
     return best
+
+
+def _by_end(r) -> tuple[bool, float]:
+    return (r.expected_end is None, r.expected_end or 0.0)
+
+
+def _release_mig(state: ClusterState, row: int, req: GpuRequest, running_by_row: RowIndex, now: float) -> float:
+    """The general (numpy) walk for MIG nodes and model-restricted requests."""
+    free, memf = state.gpu_free[row].copy(), state.gpu_mem_free[row].copy()
+    cpu, mem = int(state.cpu_free[row]), int(state.mem_free[row])
+    for r in sorted(running_by_row.get(row, ()), key=_by_end):
+        a = r.alloc
+        if a.gpu_indices:
+            idx = list(a.gpu_indices)
+            free[idx] += a.gpu_milli
+            memf[idx] += a.gpu_memory_gib
+        cpu, mem = cpu + a.cpu_milli, mem + a.memory_mib
+        if state.fits_node(row, req, free, memf, cpu, mem):
+            return max(now, r.expected_end) if r.expected_end is not None else math.inf
+    return math.inf
 
 
 def ends_before(duration_s: float | None, now: float, limit: float) -> bool:

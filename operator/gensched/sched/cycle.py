@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
-from gensched.packing import Allocation, Placer
+from gensched.packing import Allocation, ClusterState, Placer
 from gensched.packing.policies import explain_unschedulable
 from gensched.sched.capacity import allowed_rows, capable, earliest_start, ends_before, never_fits
-from gensched.sched.eviction import Plan, fits_after, lost_work, plan_moves, plan_preemption
+from gensched.sched.eviction import Plan, RowIndex, fits_after, lost_work, plan_moves, plan_preemption
 from gensched.sched.model import (
     Backfill,
     CycleResult,
@@ -40,8 +41,36 @@ from gensched.sched.quota import QuotaBook
 
 def _shape(job: WaitingJob) -> tuple:
     r = job.request
-    return (r.whole_gpus, r.gpu_milli, round(r.gpu_memory_gib, 3), r.cpu_milli, r.memory_mib, r.gpu_models,
+    return (r.whole_gpus, r.gpu_milli, r.gpu_memory_gib, r.cpu_milli, r.memory_mib, r.gpu_models,
             job.tolerations, job.strategy)
+
+
+# What depends only on a cluster picture's nodes (sizes, models, cordons) and the taints: whether a shape
+# could ever fit, and on which nodes when empty. Kept per ClusterState across cycles (a picture's nodes
+# never change; the operator builds a new picture on node churn, which drops its entry).
+_STATIC: WeakKeyDictionary[ClusterState, dict[tuple, object]] = WeakKeyDictionary()
+STATIC_ENTRIES = 20_000
+
+
+def _dims(req) -> tuple[int, int, float, int, int]:
+    """What a request needs, per dimension: GPUs, milli per GPU, GiB per GPU, CPU, memory."""
+    return (req.gpu_count, req.per_gpu_milli if not req.cpu_only else 0, req.gpu_memory_gib, req.cpu_milli,
+            req.memory_mib)
+
+
+def _covers(small: tuple, big: tuple) -> bool:
+    return all(a <= b for a, b in zip(small, big, strict=True))
+
+
+class _ByRow:
+    """Running jobs per row, read off the caller's per-node index (``Snapshot.running_by_node``)."""
+
+    def __init__(self, state, by_node: Mapping[str, Iterable[RunningJob]]) -> None:
+        self.state, self.by_node = state, by_node
+
+    def get(self, row: int, default: Iterable[RunningJob] = (), /) -> Iterable[RunningJob]:
+        got = self.by_node.get(self.state.node_at(row).name)
+        return default if got is None else got
 
 
 def _when(t: float, now: float) -> str:
@@ -56,24 +85,46 @@ class _Cycle:
         self.placer_for = placer_for
         self.out = CycleResult()
         self.book = QuotaBook(snap.quotas, snap.running)
-        self.by_row: dict[int, list[RunningJob]] = defaultdict(list)
-        self.running = {r.key: r for r in snap.running}
-        for r in snap.running:
-            row = self.state.index.get(r.alloc.node)
-            if row is not None:
-                self.by_row[row].append(r)
+        self._by_row: RowIndex | None = None
+        if snap.running_by_node is not None:
+            self._by_row = _ByRow(self.state, snap.running_by_node)
         self.nominated: dict[int, str] = {}  # row -> the waiting job it is held for
         for j in snap.waiting:
             row = self.state.index.get(j.nominated_node or "")
             if row is not None:
                 self.nominated.setdefault(row, j.key)
         self.allowed: dict[tuple, np.ndarray] = {}
-        self.capable: dict[tuple, np.ndarray] = {}
-        self.failed: set[tuple] = set()
+        self.static = _STATIC.setdefault(self.state, {})
+        if len(self.static) > STATIC_ENTRIES:  # shapes or taints that came and went
+            self.static.clear()
+        self.static_sig = (hash(self.state.cordoned.tobytes()), tuple(sorted(snap.taints.items())))
+        # per-cycle memos: the picture only fills up within a cycle (placements reserve, evicted work
+        # keeps its GPUs until it leaves), so what failed once fails again for the same or a larger need
+        self.failed: dict[tuple, list[tuple]] = defaultdict(list)  # (models, block) -> needs that found no node
+        self.no_room: set[tuple] = set()  # (shape, priority, block): no preemption or move plan
+        self.fails: dict[tuple, bool] = {}  # (models, block, need) -> no node passes the filter
+        self.outcomes: dict[tuple, tuple] = {}  # (shape, priority, block, picture version) -> its Wait
+        self.elsewhere: dict[tuple, bool] = {}
+        self._owners: tuple[int, dict[str, tuple[int, ...]]] = (-1, {})
+        self.blocks: dict[tuple, np.ndarray] = {}
+        self.bver = 0  # bumped when nominated nodes or the head change (the blocks they make)
+        self._lowest: float | None = None  # lowest priority of any interruptible running job
         self.taken: set[str] = set()  # evicted this cycle
         self.preempt_budget = self.cfg.max_preemptions if self.cfg.preemption else 0
         self.move_budget = self.cfg.max_moves if self.cfg.defragmentation else 0
         self.tried = 0
+
+    @property
+    def by_row(self) -> RowIndex:
+        """Running jobs per row, indexed on first use (many cycles never need it)."""
+        if self._by_row is None:
+            rows: dict[int, list[RunningJob]] = defaultdict(list)
+            for r in self.snap.running:
+                row = self.state.index.get(r.alloc.node)
+                if row is not None:
+                    rows[row].append(r)
+            self._by_row = rows
+        return self._by_row
 
     # -- helpers
     def _allowed(self, job: WaitingJob) -> np.ndarray:
@@ -81,22 +132,62 @@ class _Cycle:
             self.allowed[job.tolerations] = allowed_rows(self.state, self.snap.taints, job.tolerations)
         return self.allowed[job.tolerations]
 
-    def _capable(self, job: WaitingJob) -> np.ndarray:
-        key = _shape(job)
-        if key not in self.capable:
-            self.capable[key] = capable(self.state, job.request) & self._allowed(job)
-        return self.capable[key]
+    def _capable(self, job: WaitingJob, shape: tuple) -> np.ndarray:
+        key = ("capable", shape[:-1], self.static_sig)
+        if key not in self.static:
+            self.static[key] = capable(self.state, job.request) & self._allowed(job)
+        return self.static[key]  # type: ignore[return-value]
 
-    def _blocked_for(self, job: WaitingJob) -> np.ndarray:
-        block = ~self._allowed(job)
-        for row, owner in self.nominated.items():
-            if owner != job.key:
-                block[row] = True
+    def _never(self, job: WaitingJob, shape: tuple) -> str | None:
+        key = ("never", shape[:-1], self.static_sig)
+        if key not in self.static:
+            self.static[key] = never_fits(self.state, job.request, self._allowed(job))
+        return self.static[key] or self.book.never(job)  # type: ignore[return-value]
+
+    def _explain(self, job: WaitingJob, shape: tuple) -> str:
+        key = ("explain", shape[:-1])
+        if key not in self.static:  # depends only on the nodes and the request
+            self.static[key] = explain_unschedulable(self.state, job.request)
+        return self.static[key]  # type: ignore[return-value]
+
+    def _set_head(self, head: HeadReservation) -> None:
+        self.out.head = head
+        self.bver += 1
+
+    def _nominate(self, row: int, key: str | None) -> None:
+        if key is None:
+            self.nominated.pop(row, None)
+        else:
+            self.nominated[row] = key
+        self.bver += 1
+
+    def _owned(self, key: str) -> tuple[int, ...]:
+        if self._owners[0] != self.bver:
+            owners: dict[str, tuple[int, ...]] = {}
+            for r, k in self.nominated.items():
+                owners[k] = (*owners.get(k, ()), r)
+            self._owners = (self.bver, owners)
+        return self._owners[1].get(key, ())
+
+    def _block_key(self, job: WaitingJob) -> tuple:
+        owned = self._owned(job.key) if self.nominated else ()
         head = self.out.head
-        if (head is not None and head.key != job.key and self.cfg.backfill == Backfill.EASY
-                and not ends_before(job.duration_s, self.now, head.start)):
-            block[self.state.index[head.node]] = True
-        return block
+        past_head = (head is not None and head.key != job.key and self.cfg.backfill == Backfill.EASY
+                     and not ends_before(job.duration_s, self.now, head.start))
+        return (job.tolerations, owned, past_head, self.bver)
+
+    def _blocked_for(self, job: WaitingJob, bkey: tuple | None = None) -> np.ndarray:
+        """Rows ``job`` may not use now: taints, nodes held for others, the head's node (EASY)."""
+        bkey = bkey or self._block_key(job)
+        if bkey not in self.blocks:
+            block = ~self._allowed(job)
+            for row, owner in self.nominated.items():
+                if owner != job.key:
+                    block[row] = True
+            if bkey[2]:
+                block[self.state.index[self.out.head.node]] = True  # type: ignore[union-attr]
+            self.blocks[bkey] = block
+        return self.blocks[bkey]
 
     def _wait(self, job: WaitingJob, pos: int, reason: WaitReason, message: str, node: str | None = None) -> None:
         self.out.waiting.append(Wait(job.key, reason, message, pos, node))
@@ -107,8 +198,14 @@ class _Cycle:
             self.taken.add(v.key)
             lost = lost_work(v, self.now, self.cfg.checkpoint_s)
             self.out.evictions.append(Evict(v.key, job.key, reason, node, lost))
-        self.nominated[plan.row] = job.key
+        self._nominate(plan.row, job.key)
         return node
+
+    def _lowest_victim_priority(self) -> float:
+        if self._lowest is None:
+            self._lowest = min((r.priority for r in self.snap.running if r.interruptible and not r.evicting),
+                               default=math.inf)
+        return self._lowest
 
     # -- the cycle
     def run(self) -> CycleResult:
@@ -120,8 +217,9 @@ class _Cycle:
         return self.out
 
     def _one(self, job: WaitingJob, pos: int) -> None:
-        st, req = self.state, job.request
-        never = never_fits(st, req, self._allowed(job)) or self.book.never(job)
+        st = self.state
+        shape = _shape(job)
+        never = self._never(job, shape)
         if never:
             self._wait(job, pos, WaitReason.NEVER_FITS, never)
             return
@@ -133,46 +231,84 @@ class _Cycle:
         if why:
             self._wait(job, pos, WaitReason.QUOTA, why)
             return
-        block = self._blocked_for(job)
-        shape = (_shape(job), hash(block.tobytes()))
-        outcome = None
-        if shape not in self.failed and self.tried < self.cfg.scan_limit:
-            st.mask(block)
-            outcome = self.placer_for(job.strategy).place(st, req)
-            st.mask(None)
-        if isinstance(outcome, Allocation):
-            st.reserve(outcome)
-            self.book.admit(job)
-            self.nominated = {r: k for r, k in self.nominated.items() if k != job.key}
-            self.out.placed.append(Place(job.key, outcome, backfill=head is not None))
+        bkey = self._block_key(job)
+        # A job like one already decided (same shape, priority and blocked nodes, picture unchanged since,
+        # no node nominated for it) is decided alike: it waits for the same reason. Nothing it would try
+        # could go otherwise (what failed fails again as the picture fills, and budgets only shrink).
+        fast = None if job.nominated_node else (shape, job.priority, bkey, st.version)
+        if fast is not None and fast in self.outcomes:
+            reason, message, node = self.outcomes[fast]
+            self.out.waiting.append(Wait(job.key, reason, message, pos, node))
             return
-        if outcome is not None:
+        marks = (self.bver, st.version, len(self.out.evictions), len(self.out.waiting))
+        self._decide(job, pos, shape, bkey)
+        if fast is not None and marks == (self.bver, st.version, len(self.out.evictions),
+                                          len(self.out.waiting) - 1):
+            w = self.out.waiting[-1]
+            self.outcomes[fast] = (w.reason, w.message, w.nominated_node)
+
+    def _decide(self, job: WaitingJob, pos: int, shape: tuple, bkey: tuple) -> None:
+        st, req, head = self.state, job.request, self.out.head
+        block = self._blocked_for(job, bkey)
+        # placers fail only when no node passes the filter, so a need at least as large as one that
+        # found no node (same models, same blocked nodes) finds none either: skip the attempt
+        fkey = (req.gpu_models, bkey)
+        need = _dims(req)
+        known = self.fails.get((fkey, need))
+        if known is None:
+            known = self.fails[(fkey, need)] = any(_covers(small, need) for small in self.failed.get(fkey, ()))
+        if known:
+            outcome = None
+        elif self.tried >= self.cfg.scan_limit:
+            self._wait(job, pos, WaitReason.UNSCHEDULABLE, f"not examined this cycle: {self.tried} blocked jobs "
+                       "were tried first (scan limit); it keeps its place")
+            return
+        else:
+            st.mask(block)
+            # Filter first: score only when some node passes (a placer's own failure explains itself at length)
+            outcome = self.placer_for(job.strategy).place(st, req) if st.feasible(req).any() else None
+            st.mask(None)
+            if isinstance(outcome, Allocation):
+                st.reserve(outcome)
+                self.book.admit(job)
+                for row in bkey[1]:
+                    self._nominate(row, None)
+                self.out.placed.append(Place(job.key, outcome, backfill=head is not None))
+                return
             self.tried += 1
-        self.failed.add(shape)
+            self.failed[fkey].append(need)
+            self.fails[(fkey, need)] = True
         if self._held_for(job, pos):
             return
-        if self._make_room(job, pos, block):
+        if self._make_room(job, pos, block, (shape, job.priority, bkey)):
             return
         if head is None and self.cfg.backfill != Backfill.UNRESTRICTED:
-            rows = np.flatnonzero(self._capable(job) & ~block & ~st.cordoned)
+            rows = np.flatnonzero(self._capable(job, shape) & ~block & ~st.cordoned)
             found = earliest_start(st, req, rows, self.by_row, self.now)
             if found is not None:
                 node = st.node_at(found[0]).name
-                self.out.head = HeadReservation(job.key, node, found[1])
+                self._set_head(HeadReservation(job.key, node, found[1]))
                 self._wait(job, pos, WaitReason.UNSCHEDULABLE,
                            f"first in line: node {node} is held for it and should have room "
                            f"{_when(found[1], self.now)}")
                 return
         if head is not None and self.cfg.backfill == Backfill.EASY:
-            st.mask(~self._allowed(job))
-            fits_elsewhere = bool(st.feasible(req).any())
-            st.mask(None)
-            if fits_elsewhere:
+            # does it fit on a node it may not use (held for the head or for another job)? A no stays a
+            # no as the picture fills; a yes holds only until the next placement
+            fits = self.elsewhere.get((shape, None))
+            if fits is None:
+                fits = self.elsewhere.get((shape, st.version))
+            if fits is None:
+                st.mask(~self._allowed(job))
+                fits = bool(st.feasible(req).any())
+                st.mask(None)
+                self.elsewhere[(shape, st.version if fits else None)] = fits
+            if fits:
                 self._wait(job, pos, WaitReason.BEHIND_HEAD,
                            f"fits only on node {head.node}, held for {head.key}; it runs longer than the head job's "
                            "wait (set batch.estimatedDuration to let it backfill)")
                 return
-        self._wait(job, pos, WaitReason.UNSCHEDULABLE, explain_unschedulable(st, req))
+        self._wait(job, pos, WaitReason.UNSCHEDULABLE, self._explain(job, shape))
 
     def _held_for(self, job: WaitingJob, pos: int) -> bool:
         """A job whose nominated node still has its leaving work on it keeps waiting for it."""
@@ -181,18 +317,25 @@ class _Cycle:
             return False
         leaving = [j for j in self.by_row.get(row, []) if j.evicting]
         if not leaving or not fits_after(self.state, row, job.request, leaving):
-            del self.nominated[row]  # nothing will come back there: plan afresh
+            self._nominate(row, None)  # nothing will come back there: plan afresh
             return False
         self._wait(job, pos, WaitReason.PREEMPTING, f"waiting for {len(leaving)} suspended job(s) to leave node "
                    f"{job.nominated_node}", job.nominated_node)
         if self.out.head is None:
-            self.out.head = HeadReservation(job.key, job.nominated_node or "", self.now)
+            self._set_head(HeadReservation(job.key, job.nominated_node or "", self.now))
         return True
 
-    def _make_room(self, job: WaitingJob, pos: int, block: np.ndarray) -> bool:
+    def _make_room(self, job: WaitingJob, pos: int, block: np.ndarray, memo: tuple) -> bool:
+        preempt = self.preempt_budget > 0 and self.cfg.priority
+        move = self.move_budget > 0 and self.out.head is None
+        if not (preempt or move) or memo in self.no_room:
+            return False
+        preempt = preempt and self._lowest_victim_priority() < job.priority  # anyone to preempt at all?
+        if not (preempt or move):
+            return False
         st = self.state
-        rows = np.flatnonzero(self._capable(job) & ~block & ~st.cordoned)
-        if self.preempt_budget > 0 and self.cfg.priority:
+        rows = np.flatnonzero(self._capable(job, memo[0]) & ~block & ~st.cordoned)
+        if preempt:
             plan = plan_preemption(st, job.request, job.priority, rows, self.by_row, self.taken, self.now,
                                    self.cfg.checkpoint_s, self.preempt_budget)
             if plan is not None:
@@ -201,9 +344,9 @@ class _Cycle:
                 names = ", ".join(v.key for v in plan.victims)
                 self._wait(job, pos, WaitReason.PREEMPTING, f"suspending lower-priority {names} on node {node}", node)
                 if self.out.head is None:
-                    self.out.head = HeadReservation(job.key, node, self.now)
+                    self._set_head(HeadReservation(job.key, node, self.now))
                 return True
-        if self.move_budget > 0 and self.out.head is None:
+        if move:
             plan = plan_moves(st, job.request, job.priority, rows, self.by_row, self.taken, self.now,
                               self.cfg.checkpoint_s, self.move_budget, self._placer_of_running,
                               self._blocked_for(job) | self._nominated_mask())
@@ -212,8 +355,9 @@ class _Cycle:
                 node = self._evict(job, plan, "Defragment")
                 names = ", ".join(v.key for v in plan.victims)
                 self._wait(job, pos, WaitReason.DEFRAGMENTING, f"moving {names} off node {node} to make room", node)
-                self.out.head = HeadReservation(job.key, node, self.now)
+                self._set_head(HeadReservation(job.key, node, self.now))
                 return True
+        self.no_room.add(memo)  # no plan: not planned again this cycle for the same need and blocks
         return False
 
     def _nominated_mask(self) -> np.ndarray:

@@ -7,8 +7,9 @@ on SIGTERM and resume); a move is planned only when every moved job fits elsewhe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -16,6 +17,12 @@ from gensched.packing import Allocation, ClusterState, GpuRequest, Placer
 from gensched.sched.model import RunningJob
 
 CANDIDATES = 32  # nodes examined per plan
+
+
+class RowIndex(Protocol):
+    """Running jobs per cluster-picture row (a dict, or the cycle's view of the caller's index)."""
+
+    def get(self, row: int, default: Iterable[RunningJob] = ..., /) -> Iterable[RunningJob]: ...
 
 
 @dataclass(frozen=True)
@@ -67,15 +74,24 @@ def smallest_set(state: ClusterState, row: int, req: GpuRequest, candidates: lis
     return chosen
 
 
-def _rows(state: ClusterState, rows: np.ndarray, by_row: dict[int, list[RunningJob]],
+def _rows(state: ClusterState, rows: np.ndarray, by_row: RowIndex,
           pick: Callable[[RunningJob], bool]) -> list[int]:
-    out = [int(r) for r in rows if any(pick(j) for j in by_row.get(int(r), ()))]
-    out.sort(key=lambda r: -int(state.gpu_free[r].sum()))
-    return out[:CANDIDATES]
+    """Up to CANDIDATES nodes with a job ``pick`` accepts, most free GPU first (then row order).
+
+    Walks the nodes in that order and stops at CANDIDATES, so a plan reads only the nodes it needs."""
+    rows = np.asarray(rows)
+    ranked = rows[np.argsort(-state.gpu_free[rows].sum(axis=1), kind="stable")]
+    out: list[int] = []
+    for r in map(int, ranked):
+        if any(pick(j) for j in by_row.get(r, ())):
+            out.append(r)
+            if len(out) == CANDIDATES:
+                break
+    return out
 
 
 def plan_preemption(state: ClusterState, req: GpuRequest, priority: int, rows: np.ndarray,
-                    by_row: dict[int, list[RunningJob]], taken: set[str], now: float,
+                    by_row: RowIndex, taken: set[str], now: float,
                     checkpoint_s: float | None, budget: int) -> Plan | None:
     """Suspend the fewest, lowest-priority, least-progressed-since-checkpoint interruptible jobs of
     lower priority on one node so that ``req`` fits there."""
@@ -98,7 +114,7 @@ def plan_preemption(state: ClusterState, req: GpuRequest, priority: int, rows: n
 
 
 def plan_moves(state: ClusterState, req: GpuRequest, priority: int, rows: np.ndarray,
-               by_row: dict[int, list[RunningJob]], taken: set[str], now: float, checkpoint_s: float | None,
+               by_row: RowIndex, taken: set[str], now: float, checkpoint_s: float | None,
                budget: int, placer_for: Callable[[RunningJob], Placer], blocked: np.ndarray) -> Plan | None:
     """Open room for ``req`` on one node by moving interruptible jobs (of no higher priority) to other
     nodes where they fit now; ``blocked`` marks nodes the moved jobs may not go to."""

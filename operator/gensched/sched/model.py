@@ -5,6 +5,7 @@ Times are seconds on any one clock (the operator uses Unix time, the simulator t
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -136,6 +137,10 @@ class Snapshot:
     quotas: dict[str, Quota] = field(default_factory=dict)
     taints: dict[str, tuple[Taint, ...]] = field(default_factory=dict)  # node -> NoSchedule taints
     settings: Settings = field(default_factory=Settings)
+    # ``running`` by node name, for callers that keep such an index as jobs start and end (the
+    # simulator holds ~7,000 running jobs): the cycle then reads only the nodes it examines instead
+    # of indexing every running job each cycle. None: built from ``running`` when first needed.
+    running_by_node: Mapping[str, Iterable[RunningJob]] | None = None
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,11 @@ class QuotaBook:
         self.quotas = quotas
         self.gpus: dict[str, float] = defaultdict(float)
         self.hours: dict[str, float] = defaultdict(float)
-        for r in running:
-            if not r.evicting:
-                self.gpus[r.namespace] += r.gpus
+        counted = set(quotas) | {q.namespace for q in quotas.values()}
+        if counted:  # only namespaces with a quota are ever read: no pass over running work without quotas
+            for r in running:
+                if not r.evicting and r.namespace in counted:
+                    self.gpus[r.namespace] += r.gpus
         self.cohorts: dict[str, list[Quota]] = defaultdict(list)
         for q in quotas.values():
             if q.cohort:
