@@ -158,14 +158,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.what == "autoscale":
         from gensched.sim.autoscale_cli import print_table as autoscale_table
-        from gensched.sim.autoscale_cli import run_autoscale
-        try:
-            out = run_autoscale(Path(args.trace), args.model, args.gpu, args.slo_ttft_ms, args.slo_tbt_ms,
-                                args.rate_scale, args.baseline, Path(args.json) if args.json else None)
-        except (KeyError, TypeError) as exc:  # a row without the trace's columns (e.g. a carbon CSV)
-            raise ValueError(f"--trace {args.trace}: not an Azure LLM inference trace (missing {exc}): give a CSV "
-                             "with TIMESTAMP, ContextTokens and GeneratedTokens columns") from None
-        autoscale_table(out)
+        from gensched.sim.autoscale_cli import run as run_autoscale
+
+        autoscale_table(run_autoscale(args))  # a bad --trace or argument: ValueError naming it (exit 2)
         return 0
     if args.what == "timing":
         from gensched.sim.timing_cli import default_signals, print_table, run_timing
@@ -262,17 +257,28 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("--json", default=None, help="write results here")
     tm.add_argument("--plot", default=None, help="draw two weeks of each series with the chosen slots (PNG)")
 
-    au = what.add_parser("autoscale", help="static vs model-level vs per-operator serving on an Azure LLM trace")
-    au.add_argument("--trace", required=True, help="AzureLLMInferenceTrace_{conv,code}.csv format")
-    au.add_argument("--model", type=_choice(_models, "model"), default="llama-7b",
-                    help="llama-7b, llama-13b, llama-70b (modelled profiles)")
+    au = what.add_parser("autoscale", help="static vs model-level vs per-operator serving on a trace (diffusion, "
+                                           "MoE or dense LLM)")
+    au.add_argument("--workload", choices=["diffusion", "moe", "llm"], default="llm",
+                    help="diffusion pipeline (SD 1.5 shapes), mixture of experts (Mixtral) or dense LLM (Llama)")
+    au.add_argument("--trace", required=True,
+                    help="arrivals: a CSV with a timestamp column (the Azure LLM trace format adds token counts)")
+    au.add_argument("--model", default=None,
+                    help="llm: llama-7b, llama-13b, llama-70b; moe: mixtral-8x7b; diffusion: sd15 (the default)")
+    au.add_argument("--profile", default=None,
+                    help="diffusion: a measured operator profile (profiler JSON) instead of the modelled one")
+    au.add_argument("--fixed-gpus", type=_int_in(1, 4096), default=None,
+                    help="also find the goodput each strategy sustains at >= 99%% SLO attainment on N GPUs")
+    au.add_argument("--tune-seconds", type=_float_in(0, 1e7, lo_open=True), default=450.0,
+                    help="diffusion: tune both sides on the first S seconds of the (scaled) trace")
+    au.add_argument("--seed", type=_int_in(0, 2**31 - 1), default=0, help="seed of the request mix and lengths")
     au.add_argument("--gpu", type=_choice(_gpus, "gpu"), default="h100", help="a100 or h100")
     au.add_argument("--slo-ttft-ms", type=_float_in(0, 3_600_000, lo_open=True), default=1000.0)
     au.add_argument("--slo-tbt-ms", type=_float_in(0, 3_600_000, lo_open=True), default=100.0)
     au.add_argument("--rate-scale", type=_float_in(0, 10_000, lo_open=True), default=1.0,
                     help="compress time: x requests per second (above 0)")
     au.add_argument("--baseline", choices=["whole", "fractional"], default="whole",
-                    help="whole-model replicas on whole GPUs, or on any GPU share")
+                    help="ignored: the model level is grid-tuned over whole and fractional GPU shares")
     au.add_argument("--json", default=None)
 
     p = sub.add_parser("crds", help="write CRD YAML generated from the API models")

@@ -1,6 +1,14 @@
 """Latency and memory profiles of model operators, measured (workloads profiler) or modelled
-(roofline). Times are for one whole GPU of the profile's type; a share ``s`` of a GPU runs
-``1/s`` times slower (MPS / time-slicing model) and holds ``s`` of its memory.
+(roofline). Times are for one whole GPU of the profile's type. How a share of a GPU runs is
+``opmodel.py`` (two axes: compute scales with the share, memory-bound time with the bandwidth the
+share reaches); the linear fields below are what the operator's sizing (``targets.py``) reads.
+
+Optional, for operators whose latency is not a line in the batch (diffusion stages) or that run
+beside others: ``points`` (measured or modelled rows ``batch, ctx, total_ms[, compute_ms,
+memory_ms, host_ms]``; ``ctx`` is context tokens for language models, latent tokens for diffusion),
+``act_gib_per_kctx`` (activation memory per batch item per 1,000 ctx tokens), ``group`` (operators of
+one group run side by side, e.g. the experts of a layer), ``type`` (the operator type) and
+``tp_base_ms`` / ``tp_per_seq_ms`` (all-reduce per iteration of a replica spanning several GPUs).
 """
 
 from __future__ import annotations
@@ -25,6 +33,12 @@ class OperatorProfile:
     prefill_base_ms: float
     prefill_per_token_ms: float
     hop_ms: float = 0.0  # moving activations to the next operator (separate deployments only)
+    type: str = ""
+    group: str = ""
+    points: tuple[tuple[float, ...], ...] = ()
+    act_gib_per_kctx: float = 0.0
+    tp_base_ms: float = 0.0
+    tp_per_seq_ms: float = 0.0
 
     def step_ms(self, batch: float, ctx_tokens: float) -> float:
         if batch <= 0:
@@ -62,7 +76,8 @@ class ModelProfile:
             "model", sum(o.weights_gib for o in ops), sum(o.kv_gib_per_token for o in ops),
             sum(o.step_base_ms for o in ops), sum(o.step_per_seq_ms for o in ops),
             sum(o.step_per_kctx_ms for o in ops), sum(o.prefill_base_ms for o in ops),
-            sum(o.prefill_per_token_ms for o in ops), 0.0)
+            sum(o.prefill_per_token_ms for o in ops), 0.0, "Model", "", (), sum(o.act_gib_per_kctx for o in ops),
+            sum(o.tp_base_ms for o in ops), sum(o.tp_per_seq_ms for o in ops))
 
     def start_seconds(self, op: OperatorProfile) -> float:
         return self.start_s + op.weights_gib / self.load_gib_per_s
@@ -79,7 +94,9 @@ class ModelProfile:
         """Parse a profile (the profiler's JSON); ``expect``: operator names it must cover."""
         try:
             raw = json.loads(text)
-            ops = tuple(OperatorProfile(**o) for o in raw.pop("operators"))
+            ops = tuple(OperatorProfile(**{**o, "points": tuple(tuple(float(v) for v in row)
+                                                                 for row in o.get("points", ()))})
+                        for o in raw.pop("operators"))
             prof = cls(operators=ops, **raw)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ProfileError(f"{where} is not a gensched profile ({exc.__class__.__name__}: {exc}): write it "

@@ -3,14 +3,20 @@ under three provisioning strategies, on the modelled performance of ``autoscale/
 
 - ``static``: whole-model replicas sized once for the 95th-percentile load of the hour;
 - ``model``: whole-model replicas, autoscaled;
-- ``operator``: each model operator its own deployment, autoscaled on its own.
+- ``operator``: each model operator (typed: embedding, attention, FFN or experts, LM head) its own
+  deployment, autoscaled on its own.
 
 Fluid, one-second steps. Prompts queue FIFO and are served in chunks inside decode iterations
 (chunked prefill); each decoding sequence gets one token per iteration; the iteration time is the
-TBT of every token generated in that second. New replicas serve after a modelled start-up (fixed
-cost + weights / load speed); scale-down waits for a stable minute. What is modelled: every latency
-and power number (roofline profiles, power = idle + (TDP - idle) x (0.5 + 0.5 x busy) per GPU share).
-What is measured: the trace's arrivals and token counts, and the replay's own wall time.
+TBT of every token generated in that second. Replica sizes (GPU shares) are tuned for the trace's
+p95 load (``choose_shares``), replica counts every ``loop_s`` for the forecast load (``size``). New
+replicas serve after a modelled start-up (fixed cost + weights / load speed); scale-down waits for a
+stable minute. Replicas are placed by the packing engine as they start (``GpuCounter``): whole GPUs
+are counted (``gpu_seconds``) beside the sum of shares (``gpu_seconds_fractional``); memory bandwidth
+drawn beyond the GPUs in use slows memory-bound work (contention). What is modelled: every latency
+and power number (roofline profiles; power = idle per GPU in use + (TDP - idle) x (0.5 + 0.5 x busy)
+per GPU share while iterating). What is measured: the trace's arrivals and token counts, and the
+replay's own wall time.
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from gensched.autoscale.perf import Allocation, busy_fraction, iteration_ms, max_sequences
+from gensched.autoscale.perf import Allocation, bandwidth_demand, busy_fraction, iteration_ms, max_sequences
 from gensched.autoscale.profiles import ModelProfile, ProfileError
 from gensched.autoscale.sizing import OPERATOR_SHARES, SLO, Load, choose_shares, size
+from gensched.sim.autoscale_packing import GpuCounter
 
-INTERVAL_S = 10  # autoscaler period
+INTERVAL_S = 10  # autoscaler period (model level, static)
+PER_OPERATOR_LOOP_S = 2  # per-operator control loop period (small replicas are cheap to change)
 WINDOW_S = 30  # load observed over this window
 STABLE_S = 60  # scale down only after this long
 FORECAST_HEADROOM = 1.2
@@ -61,8 +69,10 @@ def load_trace(path: str | Path, rate_scale: float = 1.0) -> Trace:
 @dataclass
 class StrategyResult:
     strategy: str
-    gpu_seconds: float = 0.0
+    gpu_seconds: float = 0.0  # whole GPUs in use after packing
+    gpu_seconds_fractional: float = 0.0  # sum of the replicas' shares
     energy_kwh: float = 0.0
+    goodput_rps: float = 0.0  # requests meeting both SLOs per second of trace
     ttft_p99_ms: float = 0.0
     tbt_p99_ms: float = 0.0
     slo_attainment: float = 0.0
@@ -82,22 +92,51 @@ def _load_between(tr: Trace, t0: float, t1: float) -> Load:
     return Load((i1 - i0) / max(t1 - t0, 1e-9), float(tr.prompt[i0:i1].mean()), float(tr.output[i0:i1].mean()))
 
 
-def replay(tr: Trace, profile: ModelProfile, slo: SLO, strategy: str,
-           baseline_shares: tuple[float, ...]) -> StrategyResult:
-    t_wall = time.perf_counter()
-    ops = profile.operators
-    gpu_gib = profile.gpu_memory_gib
-    pipelined = strategy == "operator"
+def forecast(tr: Trace, sec: float, headroom: float, backlog_tokens: float) -> Load:
+    """What the control loop plans for: the last window's rate x ``headroom``, with the waiting prompt
+    tokens (the queue it sees) added as if they arrived over the next window."""
+    seen = _load_between(tr, max(0, sec - WINDOW_S), sec)
+    rate = max(seen.rate, 1e-3) * headroom
+    prompt = seen.prompt + backlog_tokens / (rate * WINDOW_S)
+    return Load(rate, prompt, seen.output)
+
+
+def p95_load(tr: Trace, headroom: float = FORECAST_HEADROOM) -> Load:
+    """The load static provisioning and replica sizing are planned for: the 95th percentile of the
+    30-second arrival rate (x ``headroom``) with the trace's mean lengths."""
     horizon = math.ceil(tr.arrival[-1]) + 1
     ref = _load_between(tr, 0, horizon)
     peak_windows = [_load_between(tr, s, s + WINDOW_S) for s in range(0, horizon, INTERVAL_S)]
     p95_rate = float(np.percentile([w.rate for w in peak_windows], 95))
-    ref95 = Load(p95_rate * FORECAST_HEADROOM, ref.prompt, ref.output)
-    shares = choose_shares(profile, ref95, slo, pipelined, OPERATOR_SHARES if pipelined else baseline_shares)
+    return Load(p95_rate * headroom, ref.prompt, ref.output)
+
+
+def replay(tr: Trace, profile: ModelProfile, slo: SLO, strategy: str,
+           baseline_shares: tuple[float, ...], loop_s: float | None = None, start_s: float | None = None,
+           gpus: int | None = None, packing: str = "GpuPacking",
+           shares: tuple[float, ...] | None = None, headroom: float = FORECAST_HEADROOM) -> StrategyResult:
+    """``loop_s`` / ``start_s``: control-loop period and replica start time (defaults: by strategy and
+    size); ``gpus``: a cluster of that many GPUs (scale-ups that do not fit are not made);
+    ``shares``: replica sizes to use instead of tuning them; ``headroom``: load planned over the forecast."""
+    t_wall = time.perf_counter()
+    ops = profile.operators
+    gpu_gib = profile.gpu_memory_gib
+    pipelined = strategy == "operator"
+    loop = int(loop_s if loop_s is not None else (PER_OPERATOR_LOOP_S if pipelined else INTERVAL_S))
+    horizon = math.ceil(tr.arrival[-1]) + 1
+    ref = _load_between(tr, 0, horizon)
+    ref95 = p95_load(tr, headroom)
+    if shares is None:
+        shares = choose_shares(profile, ref95, slo, pipelined, OPERATOR_SHARES if pipelined else baseline_shares)
     alloc = size(ops, shares, pipelined, ref95, slo, gpu_gib)
+    counter = GpuCounter(gpu_gib, packing, gpus)
+    alloc = _place(counter, alloc)
     res = StrategyResult(strategy, shares=list(shares))
     ready = [np.zeros(r) for r in alloc.replicas]  # per operator: time each replica becomes ready
     start_cost = [profile.start_seconds(op) for op in ops] if pipelined else [profile.start_seconds(profile.whole())]
+    if start_s is not None:
+        start_cost = [start_s] * len(start_cost)
+    stretch = 1.0
     low_since: list[float | None] = [None] * len(shares)
 
     n = len(tr.arrival)
@@ -116,11 +155,10 @@ def replay(tr: Trace, profile: ModelProfile, slo: SLO, strategy: str,
             break
         arrived = int(np.searchsorted(tr.arrival, sec + 1))
         # Autoscaling (not for static): forecast from the last window, size, apply with start-up delay.
-        if strategy != "static" and sec % INTERVAL_S == 0 and sec > 0:
-            seen = _load_between(tr, max(0, sec - WINDOW_S), sec)
-            fc = Load(max(seen.rate, 1e-3) * FORECAST_HEADROOM, seen.prompt, seen.output)
+        if strategy != "static" and sec % loop == 0 and sec > 0:
+            fc = forecast(tr, sec, headroom, float(prefill_left[queue_head:arrived].sum()))
             try:
-                want = size(ops, shares, pipelined, fc, slo, gpu_gib).replicas
+                want = size(ops, shares, pipelined, fc, slo, gpu_gib, start=alloc.replicas).replicas
             except ProfileError:
                 want = tuple(r + 1 for r in alloc.replicas)
             new = list(alloc.replicas)
@@ -139,10 +177,16 @@ def replay(tr: Trace, profile: ModelProfile, slo: SLO, strategy: str,
                     low_since[i] = None
             if tuple(new) != alloc.replicas:
                 res.decisions += 1
-                alloc = alloc.with_replicas(tuple(new))
+                placed = _place(counter, alloc.with_replicas(tuple(new)))
+                for i, (w, got) in enumerate(zip(new, placed.replicas, strict=True)):
+                    if got < w:  # the cluster is full: the replicas that did not fit never start
+                        ready[i] = np.sort(ready[i])[:got]
+                alloc = placed
         serving = alloc.with_replicas(tuple(max(1, int((rd <= sec).sum())) for rd in ready))
-        res.gpu_seconds += alloc.gpus
-        res.peak_gpus = max(res.peak_gpus, alloc.gpus)
+        whole = counter.whole
+        res.gpu_seconds += whole
+        res.gpu_seconds_fractional += alloc.gpus
+        res.peak_gpus = max(res.peak_gpus, whole)
         if sec % INTERVAL_S == 0:
             res.replicas_timeline.append(list(alloc.replicas))
         # Admission: prefill only as many sequences as the KV memory holds.
@@ -154,8 +198,9 @@ def replay(tr: Trace, profile: ModelProfile, slo: SLO, strategy: str,
         n_dec = len(active)
         # Chunked prefill: enough prompt tokens per iteration to clear the waiting prompts within
         # CLEAR_S, but never so many that an iteration exceeds 90% of the TBT SLO.
-        def tau(c: float, serving: Allocation = serving, n_dec: int = n_dec, ctx: float = ctx) -> float:
-            return iteration_ms(ops, serving, n_dec, ctx, c)
+        def tau(c: float, serving: Allocation = serving, n_dec: int = n_dec, ctx: float = ctx,
+                stretch: float = stretch) -> float:
+            return iteration_ms(ops, serving, n_dec, ctx, c, stretch)
         chunk = 0.0
         if backlog > 0 and n_dec < cap:
             if n_dec == 0:
@@ -177,9 +222,11 @@ def replay(tr: Trace, profile: ModelProfile, slo: SLO, strategy: str,
         it = tau(chunk)
         iters = 1000.0 / it if it > 0 else 0.0
         busy = busy_fraction(ops, serving, n_dec, ctx, chunk, it) if it > 0 else 0.0
-        watts = profile.idle_watts + (profile.gpu_watts - profile.idle_watts) * (0.5 + 0.5 * busy) if it > 0 else \
-            profile.idle_watts
-        res.energy_kwh += alloc.gpus * watts / 3.6e6
+        dynamic = (profile.gpu_watts - profile.idle_watts) * (0.5 + 0.5 * busy) * serving.gpus if it > 0 else 0.0
+        res.energy_kwh += (whole * profile.idle_watts + dynamic) / 3.6e6
+        # contention next second: bandwidth drawn over what the GPUs in use have
+        stretch = max(1.0, bandwidth_demand(ops, serving, n_dec, ctx, chunk, it) / max(serving.gpus, 1e-9)) \
+            if it > 0 else 1.0
         # Decode progress.
         if n_dec:
             got = np.minimum(tokens_left[active], iters)
@@ -210,6 +257,7 @@ def replay(tr: Trace, profile: ModelProfile, slo: SLO, strategy: str,
     mean_tbt = np.where(tbt_tokens > 0, tbt_sum / np.maximum(tbt_tokens, 1e-9), 0.0)
     ok = served & (ttft <= slo.ttft_ms) & (mean_tbt <= slo.tbt_ms) & (tokens_left <= 1e-9)
     res.slo_attainment = float(ok.mean())
+    res.goodput_rps = float(ok.sum()) / max(float(tr.arrival[-1]), 1e-9)
     res.ttft_ok = float((served & (ttft <= slo.ttft_ms)).mean())
     res.tbt_ok = float((mean_tbt <= slo.tbt_ms).mean())
     res.ttft_p99_ms = float(np.percentile(ttft[served], 99)) if served.any() else float("inf")
@@ -220,6 +268,12 @@ def replay(tr: Trace, profile: ModelProfile, slo: SLO, strategy: str,
         res.tbt_p99_ms = float(vals[order][np.searchsorted(cum, 0.99)])
     res.wall_s = time.perf_counter() - t_wall
     return res
+
+
+def _place(counter: GpuCounter, alloc: Allocation) -> Allocation:
+    """Place the allocation's replicas (grow or shrink each operator); what does not fit is left out."""
+    got = tuple(counter.set(name, r, s) for name, r, s in zip(alloc.names, alloc.replicas, alloc.shares, strict=True))
+    return alloc.with_replicas(tuple(max(1, g) for g in got))
 
 
 def run_all(tr: Trace, profile: ModelProfile, slo: SLO, baseline: str = "whole") -> dict[str, StrategyResult]:
