@@ -229,6 +229,14 @@ class BudgetStatus(KubeModel):
     message: str | None = Field(default=None, description="In words, with what to do.")
 
 
+class BreakerSample(KubeModel):
+    """One observation the circuit breaker judges: GPUs held and requests served so far."""
+
+    t: str = Field(max_length=40, description="When it was taken (RFC 3339).")
+    gpus: float = Field(ge=0, description="GPUs the Serve job's workers held from then on.")
+    requests: float = Field(ge=0, description="Requests served so far (a counter that never goes back).")
+
+
 class CircuitBreakerStatus(KubeModel):
     """The serving circuit breaker of a Serve job."""
 
@@ -239,6 +247,18 @@ class CircuitBreakerStatus(KubeModel):
     since: str | None = Field(default=None, description="When it opened (RFC 3339).")
     reset_at: str | None = Field(default=None, description=f"Last reset by the {RESET_BREAKER_ANNOTATION} "
                                                            "annotation (RFC 3339).")
+    reset_value: str | None = Field(default=None, max_length=256,
+                                    description=f"The {RESET_BREAKER_ANNOTATION} value that reset it last (a new "
+                                                "value resets it again).")
+    samples: list[BreakerSample] = Field(default_factory=list, max_length=256,
+                                         description="Recent observations over the breaker's window (restart-safe).")
+
+
+class OutputCounter(KubeModel):
+    """A summed counter made monotonic: outputs = last + offset."""
+
+    last: float = Field(ge=0, description="The summed counter as last read.")
+    offset: float = Field(default=0, ge=0, description="What drops of the sum (replicas removed) took away.")
 
 
 class AccountingStatus(KubeModel):
@@ -264,3 +284,6 @@ class AccountingStatus(KubeModel):
     notes: list[str] = Field(default_factory=list, max_length=20,
                              description="Fallbacks in effect (modelled energy, missing prices or carbon signal).")
     ledger: AccountingLedger | None = Field(default=None, description="The record the numbers come from.")
+    output_counter: OutputCounter | None = Field(
+        default=None, description="Serve jobs: the raw requests-served reading and the compensation for replicas "
+                                  "that left (their counts vanish from the sum), so outputs never go back.")

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from gensched import GROUP, VERSION
 from gensched.api.generativejob import GenerativeJobSpec, GenerativeJobStatus
-from gensched.api.policy import SchedulingPolicySpec
+from gensched.api.policy import SchedulingPolicySpec, SchedulingPolicyStatus
 
 _DROP = {"title", "additionalProperties", "discriminator"}
 
@@ -105,6 +105,14 @@ def _status_schema() -> dict[str, Any]:
     return node
 
 
+def _policy_status_schema() -> dict[str, Any]:
+    node = model_schema(SchedulingPolicyStatus)
+    conds = node["properties"]["conditions"]
+    conds["x-kubernetes-list-type"] = "map"
+    conds["x-kubernetes-list-map-keys"] = ["type"]
+    return node
+
+
 def _crd(
     kind: str,
     plural: str,
@@ -184,14 +192,16 @@ def generativejob_crd() -> dict:
 def schedulingpolicy_crd() -> dict:
     return _crd(
         "SchedulingPolicy", "schedulingpolicies", "gsp", "Cluster",
-        model_schema(SchedulingPolicySpec), None,
+        model_schema(SchedulingPolicySpec), _policy_status_schema(),
         [
             {"name": "Default", "type": "boolean", "jsonPath": ".spec.default"},
             {"name": "Packing", "type": "string", "jsonPath": ".spec.packing.strategy"},
             {"name": "Timing", "type": "string", "jsonPath": ".spec.timing.mode"},
+            {"name": "Valid", "type": "boolean", "jsonPath": ".status.valid"},
+            {"name": "Carbon", "type": "boolean", "jsonPath": ".status.carbonSignal.healthy", "priority": 1},
             AGE,
         ],
-        "Cluster-wide tuning of gensched packing, time shifting and autoscaling.",
+        "Cluster-wide tuning of gensched packing, time shifting, autoscaling and accounting.",
     )
 
 

@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from gensched.api.accounting import AccountingSpec
+from gensched.api.accounting import AccountingSpec, BudgetState, UsageRecord
 from gensched.api.base import KubeModel
+from gensched.api.conditions import Condition
 from gensched.api.durations import DURATION_PATTERN, MAX_JOB_SPAN, check_duration
 from gensched.api.errors import show
 
@@ -323,6 +324,65 @@ class SchedulingPolicySpec(KubeModel):
         return self
 
 
+class CarbonSignalStatus(KubeModel):
+    """Whether the policy's carbon-intensity signal answers (timing.carbon)."""
+
+    healthy: bool = Field(description="True: the provider answered with data covering now at the last check.")
+    origin: str | None = Field(default=None, max_length=512, description="The provider and what it delivered.")
+    message: str | None = Field(default=None, max_length=1024, description="Why it is not healthy, with the fix.")
+    newest_value_at: str | None = Field(default=None, description="Time of the newest value up to now (RFC 3339).")
+    checked_at: str | None = Field(default=None, description="When the signal was last checked (RFC 3339).")
+
+
+class NamespaceBudgetUse(KubeModel):
+    """Where one namespace stands against one of this policy's accounting.budgets in the current period."""
+
+    namespace: str = Field(max_length=63, description="The namespace.")
+    period: str = Field(max_length=32, description="The budget's period (Month or a duration).")
+    period_start: str = Field(description="Start of the current period (RFC 3339).")
+    state: BudgetState = Field(description="Ok, Warning (warnAt reached) or Exhausted (new work waits).")
+    used_ratio: float = Field(ge=0, description="Largest share of a limit used (1 = used up).")
+    limit: str | None = Field(default=None, description="The limit with that share: maxGpuHours, maxCost or maxGCO2.")
+    gpu_hours: float = Field(default=0, ge=0, description="GPU-hours used in the period (deleted jobs included).")
+    cost: float | None = Field(default=None, ge=0, description="Cost in the period, in currency.")
+    currency: str | None = Field(default=None, max_length=3, description="ISO 4217 code of cost.")
+    gco2: float | None = Field(default=None, alias="gCO2", ge=0, description="Grams CO2 emitted in the period.")
+    jobs: int = Field(default=0, ge=0, description="Jobs whose use is counted (live and deleted).")
+    message: str | None = Field(default=None, max_length=1024, description="In words, with what to do.")
+
+
+class RetiredJob(KubeModel):
+    """A deleted job's use in a period (deleting a job does not refund its namespace's budget)."""
+
+    job: str = Field(max_length=128, description="The deleted job's uid (or 'earlier' for folded older entries).")
+    usage: UsageRecord = Field(default_factory=UsageRecord, description="What it used in the period.")
+
+
+class RetiredUsage(KubeModel):
+    """Use of deleted jobs in one namespace's current period, kept here so a restart does not lose it."""
+
+    namespace: str = Field(max_length=63, description="The namespace.")
+    period: str = Field(max_length=32, description="The budget period.")
+    start: str = Field(description="Start of the period (RFC 3339).")
+    retired: list[RetiredJob] = Field(default_factory=list, max_length=128, description="Deleted jobs' use.")
+
+
+class SchedulingPolicyStatus(KubeModel):
+    """Observed state of a SchedulingPolicy, written by the operator's leader."""
+
+    observed_generation: int | None = Field(default=None, description="The spec generation this status describes.")
+    valid: bool | None = Field(default=None, description="False: the spec is refused and jobs using it wait.")
+    message: str | None = Field(default=None, max_length=4096, description="The problems, naming each field.")
+    conditions: list[Condition] = Field(default_factory=list, max_length=16,
+                                        description="Valid and CarbonSignalHealthy.")
+    carbon_signal: CarbonSignalStatus | None = Field(default=None, description="timing.carbon's signal health.")
+    budgets: list[NamespaceBudgetUse] = Field(default_factory=list, max_length=1000,
+                                              description="Per accounting.budgets entry: use in the current period.")
+    retired: list[RetiredUsage] = Field(default_factory=list, max_length=1000,
+                                        description="Deleted jobs' use in the current periods (restart-safe).")
+    updated_at: str | None = Field(default=None, description="When this status was computed (RFC 3339).")
+
+
 class SchedulingPolicy(KubeModel):
     model_config = KubeModel.model_config | {"extra": "ignore"}
 
@@ -330,3 +390,4 @@ class SchedulingPolicy(KubeModel):
     kind: str = "SchedulingPolicy"
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: SchedulingPolicySpec = Field(default_factory=SchedulingPolicySpec)
+    status: SchedulingPolicyStatus | None = None

@@ -18,7 +18,7 @@ import yaml
 from gensched.api import GenerativeJobSpec, SchedulingPolicySpec
 from gensched.api.durations import parse_instant, rfc3339
 from gensched.api.policy import Granularity
-from gensched.autoscale.policy import Limits, OperatorState, Settings, decide
+from gensched.autoscale.policy import Change, Limits, OperatorState, Settings, decide
 from gensched.autoscale.profiles import ProfileError
 from gensched.autoscale.rayservice import INGRESS
 from gensched.controller import clock, serve_profile, serving_gpus
@@ -57,6 +57,33 @@ def _limits(ns: str, spec: GenerativeJobSpec, default_target: float, deployments
                           "source": "profile"} for n, t in found.items()}
     return {n: Limits(lo, hi, float(t.target_ongoing), t.budget_ms) for n, t in found.items()}
 
+
+
+def _gated(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, step: Step, current: dict[str, int],
+           changes: list[Change], states: dict[str, OperatorState], before: dict[str, float]) -> list[Change]:
+    """Apply accounting's gate: an open circuit breaker or an exhausted budget holds scale-ups (scale-downs
+    the load allows still happen, so the SLO is kept); with action ScaleToMinimum an exhausted budget brings
+    every operator to serve.minReplicas."""
+    from gensched.controller.accounting_step import scale_gate
+
+    assert spec.serve is not None
+    gate = scale_gate(body, step, policy)
+    if gate.to_minimum:
+        lo = spec.serve.min_replicas
+        return [Change(n, cur, lo, gate.why) for n, cur in current.items() if cur != lo]
+    if not gate.hold:
+        if any(c.get("type") == "ScaleUpHeld" and c.get("status") == "True" for c in step.conditions):
+            step.condition("ScaleUpHeld", False, "Accounting", "scale-ups allowed again")
+        return changes
+    held = [c for c in changes if c.new > c.old]
+    for c in held:  # not applied: the cool-down does not start
+        states[c.name].last_change = before.get(c.name, -math.inf)
+    if held:
+        what = ", ".join(f"{c.name} {c.old} -> {c.new}" for c in held)
+        step.alert("ScaleUpHeld", True, "Accounting", f"scaling {what} held: {gate.why}", "ScaleUpHeld")
+    else:
+        step.condition("ScaleUpHeld", False, "Accounting", f"no scale-up wanted; {gate.why}")
+    return [c for c in changes if c.new <= c.old]
 
 
 def autoscale(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, step: Step) -> None:
@@ -109,7 +136,9 @@ def autoscale(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec,
         # ... and a model replica is sized by its most constrained operator (the smallest target)
         tightest = min(limits.values(), key=lambda lim: lim.target_ongoing)
         limits = dict.fromkeys(current, tightest)
-    changes = decide(t, current, observed, limits, states, settings)
+    before = {k: v.last_change for k, v in states.items()}
+    changes = _gated(body, spec, policy, step, current, decide(t, current, observed, limits, states, settings),
+                     states, before)
     auto["states"] = {k: {"lastChange": v.last_change if math.isfinite(v.last_change) else None,
                           "recent": [list(x) for x in v.recent]} for k, v in states.items()}
     for k in auto["states"]:

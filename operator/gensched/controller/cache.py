@@ -63,6 +63,9 @@ class Cache:
                     return  # older than what we hold
                 tomb.pop(key, None)
                 store[key] = body
+                if kind == "policies" and old is not None and old.get("spec") == body.get("spec"):
+                    self.wake.set()  # a status-only change (the operator's own write): no job needs a pass
+                    return
             self._touched(kind, key, body)
 
     def _touched(self, kind: str, key: str, body: dict) -> None:

@@ -141,6 +141,14 @@ class Kube:
         return self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "generativejobs", name,
                                                                  body, _request_timeout=self.t)
 
+    def patch_policy_status(self, name: str, status: dict, resource_version: str | None = None) -> dict:
+        """Merge ``status`` into a SchedulingPolicy's status subresource (409 when ``resource_version`` is stale)."""
+        body: dict = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return self.custom.patch_cluster_custom_object_status(GROUP, VERSION, "schedulingpolicies", name, body,
+                                                              _request_timeout=self.t)
+
     def read_secret(self, namespace: str, name: str, key: str) -> str | None:
         """One key of a Secret, decoded; None when the Secret or key is missing."""
         import base64

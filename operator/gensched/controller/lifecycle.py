@@ -23,7 +23,7 @@ from gensched.api.generativejob import TERMINAL_PHASES, JobMode
 from gensched.autoscale import render_rayservice
 from gensched.autoscale.feasibility import GpuType, check_serve
 from gensched.autoscale.profiles import ProfileError
-from gensched.controller import serve_profile, serving_gpus, telemetry
+from gensched.controller import accounting_step, serve_profile, serving_gpus, telemetry
 from gensched.controller.cache import CACHE
 from gensched.controller.kube import ApiException, kube, outcome_unknown
 from gensched.controller.objects import (
@@ -202,6 +202,9 @@ def _batch(body: dict, spec: GenerativeJobSpec, policy_name: str, policy: Schedu
             step.condition("SpecApplied", False, "ChangedAfterPlacement", msg)
             step.events.append(("Warning", "SpecChangeIgnored", msg))
         return _mirror(body, job, step, alloc, spec)
+    blocked = _budget_gate(body, spec, step)
+    if blocked is not None:
+        return blocked
     try:
         priority = resolve_priority(spec)
     except LookupError as exc:
@@ -217,6 +220,30 @@ def _batch(body: dict, spec: GenerativeJobSpec, policy_name: str, policy: Schedu
         step.phase(Phase.DEFERRED, f"deferred until {rfc3339(planned)}{saving}")
         return Outcome(requeue_s=min(5.0, max(0.5, (planned - t).total_seconds())))
     return Outcome(waiting=waiting_job(body, spec, policy, priority, t))
+
+
+def _budget_gate(body: dict, spec: GenerativeJobSpec, step: Step) -> Outcome | None:
+    """A job whose own budget is used up holds no GPUs and waits (Pending, BudgetExhausted) until raised."""
+    try:
+        why = accounting_step.job_budget_block(body, spec)
+    except Exception as exc:  # accounting never stops a lifecycle
+        log.warning("%s: budget not checked: %s", key_of(body), bounded(exc, 300))
+        return None
+    conds = {c.get("type"): c for c in (body.get("status") or {}).get("conditions") or []}
+    if why is None:
+        if (conds.get("BudgetExhausted") or {}).get("status") == "True":
+            step.condition("BudgetExhausted", False, "BudgetRaised", "the budget allows more: queued again")
+            step.events.append(("Normal", "BudgetRaised", "the budget was raised: the job queues again and resumes "
+                                                          "from its checkpoint"))
+        return None
+    step.condition("BudgetExhausted", True, "Exhausted", why)
+    queue = dict((body.get("status") or {}).get("queue") or {})
+    queue.update(reason="BudgetExhausted", waitingFor=bounded(why, 512))
+    queue.pop("position", None)
+    queue.pop("reservedNode", None)
+    step.status["queue"] = queue
+    step.phase(Phase.PENDING, f"budget exhausted: {why}", ("BudgetExhausted", why), warn=True)
+    return Outcome(requeue_s=5)
 
 
 def waiting_job(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, priority: int,
@@ -276,9 +303,12 @@ def _evicting(body: dict, job: dict, step: Step, alloc: Allocation) -> Outcome:
         _patch_job(ns, jname, {"spec": {"suspend": True}})
         return Outcome(requeue_s=1)
     if _pods_running(job):
+        why = "budget exhausted" if reason == "Budget" else f"{reason} for {by}"
         step.phase(Phase.RUNNING if (body.get("status") or {}).get("phase") == "Running" else Phase.PLACED,
-                   f"suspending ({reason} for {by}): waiting for its pods to stop after checkpointing")
+                   f"suspending ({why}): waiting for its pods to stop after checkpointing")
         return Outcome(requeue_s=1)
+    spec = _spec_or_none(body)
+    accounting_step.close(body, job, step, alloc, spec)  # waiting time is not charged
     if not _patch_job(ns, jname, requeue_patch()):
         return Outcome(requeue_s=1)
     queue = dict((body.get("status") or {}).get("queue") or {})
@@ -286,11 +316,28 @@ def _evicting(body: dict, job: dict, step: Step, alloc: Allocation) -> Outcome:
     queue.pop("reservedNode", None)
     step.status["queue"] = queue
     step.status["placement"] = None
+    if reason == "Budget":  # stays Pending until the budget is raised (see _budget_gate)
+        why = (accounting_step.job_budget_block(body, spec) if spec is not None else None) or "budget exhausted"
+        queue.update(reason="BudgetExhausted", waitingFor=bounded(why, 512))
+        queue.pop("position", None)
+        step.condition("Placed", False, "BudgetExhausted", f"suspended: {why}")
+        step.condition("BudgetExhausted", True, "Exhausted", why)
+        step.phase(Phase.PENDING, f"budget exhausted: {why}",  # what _budget_gate says: no second Event
+                   ("Suspended", f"budget exhausted: GPUs {_describe(alloc)} given back; it resumes from its "
+                                 "checkpoint when the budget is raised"), warn=True)
+        return Outcome(requeue_s=1)
     what = "moved to defragment the cluster" if reason == "Defragment" else f"preempted by {by}"
     step.condition("Placed", False, reason, f"{what}; queued again")
     step.phase(Phase.PENDING, f"{what}; queued again, resumes from its checkpoint",
                ("Requeued", f"{what}: GPUs {_describe(alloc)} given back; it resumes from its checkpoint"))
     return Outcome(requeue_s=0.2)
+
+
+def _spec_or_none(body: dict) -> GenerativeJobSpec | None:
+    try:
+        return GenerativeJobSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        return None
 
 
 def _pods_running(job: dict) -> bool:
@@ -342,7 +389,9 @@ def _mirror(body: dict, job: dict, step: Step, alloc: Allocation, spec: Generati
             step.phase(Phase.RUNNING, f"running {_describe(alloc)}", ("Running", f"running {_describe(alloc)}"))
         else:
             step.phase(Phase.PLACED, f"placed {_describe(alloc)}")
-        return Outcome(requeue_s=5 if len((body.get("status") or {}).get("plannedSlots") or []) > 1 else 30)
+        requeue = 5 if len((body.get("status") or {}).get("plannedSlots") or []) > 1 else 30
+        return Outcome(requeue_s=accounting_step.account_batch(body, job, step, alloc, spec, default_s=requeue))
+    accounting_step.account_batch(body, job, step, alloc, spec, final=True)
     if spec is not None:
         try:
             account_energy(body, spec, step)
@@ -404,13 +453,23 @@ def _serve(body: dict, spec: GenerativeJobSpec, policy: SchedulingPolicySpec, st
                 step.events.append(("Normal", "RayServiceUpdated",
                                     f"updated RayService {name}: KubeRay rolls the Serve application to the new spec"))
     if svc is None:
+        from gensched.controller.policy_status import namespace_blocks
+
+        block = namespace_blocks().get(ns)
+        if block:  # a namespace over its budget starts no new work
+            step.condition("Placed", False, "BudgetExhausted", block)
+            step.phase(Phase.PENDING, f"waiting for budget: {block}", ("BudgetExhausted", block), warn=True)
+            return Outcome(requeue_s=5)
         return _deploy(body, manifest, deployments, spec, policy, step)
     state = (svc.get("status") or {}).get("serviceStatus")
     if state == "Running":
         step.condition("Ready", True, "ServeRunning", "the Serve application is running")
         step.phase(Phase.RUNNING, "serving", ("Serving", "the Serve application is running"))
+        apps = (yaml.safe_load((svc.get("spec") or {}).get("serveConfigV2") or "{}") or {}).get("applications") or [{}]
+        due = accounting_step.account_serve(body, spec, str(step.status.get("policy") or ""), policy, step, svc,
+                                            str(apps[0].get("name") or name))
         _autoscale(body, spec, policy, step)
-        return Outcome(requeue_s=max(1.0, min(policy.autoscaling.interval_seconds, 10)))
+        return Outcome(requeue_s=max(1.0, min(policy.autoscaling.interval_seconds, 10, due)))
     msg = f"RayService {name} is {state or 'starting'}"
     step.condition("Ready", False, "Deploying", msg)
     step.phase(Phase.PENDING, msg)

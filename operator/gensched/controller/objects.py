@@ -24,6 +24,7 @@ ANN_MILLI = "gensched.io/gpu-milli"
 ANN_NODE = "gensched.io/node"
 HOSTNAME = "kubernetes.io/hostname"
 ANN_EVICT = "gensched.io/evict"  # set with suspend: the Job gives its GPUs back once its pods are gone
+WORKLOAD_METRICS_PORT = 9400  # the batch entrypoint serves gensched_workload_outputs_total here (accounting)
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
@@ -72,6 +73,7 @@ def batch_job(name: str, namespace: str, spec: GenerativeJobSpec, owner: dict) -
         {"name": "GENSCHED_MODEL", "value": spec.model.name},
         {"name": "GENSCHED_PRECISION", "value": spec.model.precision},
         {"name": "GENSCHED_GPU_MILLI", "value": str(res.gpu_milli)},
+        {"name": "GENSCHED_METRICS_PORT", "value": str(WORKLOAD_METRICS_PORT)},
     ]
     if spec.model.uri:
         env.append({"name": "GENSCHED_MODEL_URI", "value": spec.model.uri})
@@ -86,6 +88,7 @@ def batch_job(name: str, namespace: str, spec: GenerativeJobSpec, owner: dict) -
         "name": "workload",
         "image": spec.model.image,
         "env": env,
+        "ports": [{"name": "metrics", "containerPort": WORKLOAD_METRICS_PORT, "protocol": "TCP"}],
         "resources": {
             "requests": {"cpu": res.cpu, "memory": res.memory, "nvidia.com/gpu": str(gpu_limit)},
             "limits": {"memory": res.memory, "nvidia.com/gpu": str(gpu_limit)},

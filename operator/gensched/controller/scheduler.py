@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from pydantic import ValidationError
 
@@ -27,6 +28,7 @@ from gensched.controller.kube import kube, outcome_unknown
 from gensched.controller.lifecycle import placement_status, resolve_policy
 from gensched.controller.objects import ANN_EVICT, ANN_PLACEMENT, decode_allocation, evict_patch, release_patch
 from gensched.controller.picture import Picture
+from gensched.controller.policy_status import namespace_blocks
 from gensched.controller.reservations import RESERVATIONS
 from gensched.controller.step import Step, now
 from gensched.packing import Allocation
@@ -46,6 +48,7 @@ from gensched.sched import (
 
 log = logging.getLogger(__name__)
 POSITION_REFRESH_S = 30.0  # a waiting job's position is rewritten at most this often (reason changes: at once)
+BUDGET_WAIT = StrEnum("BudgetWait", {"BUDGET": "BudgetExhausted"}).BUDGET  # not a sched/ reason: decided here
 
 
 def settings_from_policies() -> tuple[Settings, dict[str, Quota], float]:
@@ -176,9 +179,14 @@ class Scheduler:
         for w in waiting:
             RESERVATIONS.learn(w.request)
         waiting = [w for w in waiting if w.key not in pic.jobs and w.key not in self.assumed]
-        snap = Snapshot(state=pic.state, now=time.time(), waiting=waiting, running=running_jobs(pic),
-                        quotas=quotas, taints=pic.taints, settings=cfg)
+        blocks = namespace_blocks()  # namespaces over their accounting budget: like a quota, new work waits
+        held = [w for w in waiting if w.namespace in blocks] if blocks else []
+        snap = Snapshot(state=pic.state, now=time.time(), waiting=[w for w in waiting if w.namespace not in blocks],
+                        running=running_jobs(pic), quotas=quotas, taints=pic.taints, settings=cfg)
         result = schedule(snap, RESERVATIONS.placer)
+        for i, w in enumerate(sorted(held, key=lambda w: (-w.priority, w.queued_at, w.key))):
+            pos = len(snap.waiting) + i + 1
+            result.waiting.append(Wait(w.key, BUDGET_WAIT, blocks[w.namespace], pos))  # type: ignore[arg-type]
         self.last = result
         self.apply(result, {w.key: w for w in waiting})
         telemetry.call("record_cycle", len(result.placed), len(result.waiting), len(result.evictions))
@@ -300,10 +308,10 @@ class Scheduler:
             queue.pop("reservedNode", None)
         step = Step(gj)
         step.status["queue"] = queue
-        ok = d.reason.value not in ("NeverFits", "QuotaExceeded")
+        ok = d.reason.value not in ("NeverFits", "QuotaExceeded", "BudgetExhausted")
         step.condition("Placed", False, d.reason.value, d.message)
         text = {"Unschedulable": "waiting for GPUs", "NeverFits": "cannot be placed",
-                "QuotaExceeded": "waiting for quota", "BehindHead": "queued",
+                "QuotaExceeded": "waiting for quota", "BehindHead": "queued", "BudgetExhausted": "waiting for budget",
                 "Preempting": "making room", "Defragmenting": "making room"}[d.reason.value]
         step.phase(Phase.PENDING, f"{text}: {d.message}", (d.reason.value, d.message), warn=not ok)
         if st.get("phase") == Phase.PENDING.value and st.get("message", "").split(":")[0] == text:
