@@ -6,6 +6,10 @@ gensched between low-carbon slots (SIGTERM) or killed resumes exactly where it s
 duplicate and no lost line. Exits 0 only when everything is done; an interrupted run exits 143 so
 Kubernetes does not count it as a success.
 
+Useful output for gensched's accounting: with ``--metrics-port`` (default ``$GENSCHED_METRICS_PORT``, set by
+the operator on the Jobs it creates) the counter ``gensched_workload_outputs_total`` (items done, the
+checkpoint included, so a resumed run continues the count) is served for Prometheus to scrape.
+
     python -m gensched_workloads.batch --input prompts.jsonl --output out.jsonl [--model-path DIR]
 """
 
@@ -50,6 +54,20 @@ def save_checkpoint(path: Path, done: int, size: int) -> None:
     os.replace(tmp, path)
 
 
+def outputs_counter(port: int, done: int):
+    """The items-done counter on ``port`` (0: off), starting at the checkpoint's count; None when off."""
+    if not port:
+        return None
+    from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+    registry = CollectorRegistry()
+    counter = Counter("gensched_workload_outputs", "Items synthesised by this job so far (checkpoint included)",
+                      registry=registry)
+    counter.inc(done)
+    start_http_server(port, registry=registry)
+    return counter
+
+
 def run(args: argparse.Namespace) -> int:
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -57,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     ckpt = Path(args.checkpoint or f"{args.output}.ckpt")
     done, size = load_checkpoint(ckpt)
+    outputs = outputs_counter(args.metrics_port, done)
     model = DecoderLM.load(args.model_path) if args.model_path else DecoderLM.seeded(seed=args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("ab") as fh:
@@ -73,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
             fh.flush()
             os.fsync(fh.fileno())
             save_checkpoint(ckpt, i + 1, fh.tell())
+            if outputs is not None:
+                outputs.inc()
     print(f"done: {len(prompts)} items in {out}", file=sys.stderr)
     return 0
 
@@ -86,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--stop-after", type=int, default=None, help="process at most N items this run (testing)")
+    ap.add_argument("--metrics-port", type=int, default=int(os.environ.get("GENSCHED_METRICS_PORT") or 0),
+                    help="serve gensched_workload_outputs_total here for gensched's accounting (0: off)")
     return run(ap.parse_args(argv))
 
 

@@ -551,11 +551,7 @@ def _account_serve(body: dict, spec: GenerativeJobSpec, policy_name: str, policy
             raw = None
             r.note("PrometheusUnavailable", f"{exc}: requests served not read this time")
         if raw is not None:
-            last, offset = float(counter.get("last") or 0.0), float(counter.get("offset") or 0.0)
-            if raw < last:
-                offset += last - raw  # a replica left (or restarted): its count left the sum, not the outputs
-            counter = {"last": raw, "offset": offset}
-            r.outputs = raw + offset
+            counter, r.outputs = monotonic(counter, raw)
     ledger = _first_reading(ledger, r, gpus)
     ledger = advance(ledger, Sample(now, gpus=gpus, gpu_model=model, energy_joules=r.energy_joules,
                                     power_watts=r.power_watts, utilization=r.utilization, outputs=r.outputs), prices)
@@ -576,6 +572,15 @@ def _account_serve(body: dict, spec: GenerativeJobSpec, policy_name: str, policy
             if verdict.state == BudgetState.WARNING and old_state not in ("Warning", "Exhausted"):
                 step.events.append(("Warning", "BudgetWarning", verdict.message))
     return _next_s(ledger, now, interval, default_s)
+
+
+def monotonic(counter: dict, raw: float) -> tuple[dict, float]:
+    """A sum of per-replica counters made monotonic: when the sum drops, a replica left (or restarted) and
+    took its count with it, not the outputs already served; the drop is added to an offset."""
+    last, offset = float(counter.get("last") or 0.0), float(counter.get("offset") or 0.0)
+    if raw < last:
+        offset += last - raw
+    return {"last": raw, "offset": offset}, raw + offset
 
 
 def _breaker(body: dict, step: Step, policy: SchedulingPolicySpec, ledger: Ledger, now: datetime, gpus: float,
