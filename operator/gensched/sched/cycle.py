@@ -106,6 +106,7 @@ class _Cycle:
         self.outcomes: dict[tuple, tuple] = {}  # (shape, priority, block, picture version) -> its Wait
         self.elsewhere: dict[tuple, bool] = {}
         self._owners: tuple[int, dict[str, tuple[int, ...]]] = (-1, {})
+        self._kth: tuple[int, np.ndarray] = (-1, np.empty(0))
         self.blocks: dict[tuple, np.ndarray] = {}
         self.bver = 0  # bumped when nominated nodes or the head change (the blocks they make)
         self._lowest: float | None = None  # lowest priority of any interruptible running job
@@ -201,6 +202,23 @@ class _Cycle:
         self._nominate(plan.row, job.key)
         return node
 
+    def _any_fits(self, req, block: np.ndarray) -> bool:
+        """``state.feasible(req).any()`` with ``block`` masked. On unpartitioned GPUs and without a GPU-memory
+        or model ask (the trace's case) it reads a per-picture-version table of each node's k-th largest
+        free share: a node has k GPUs with m free iff its k-th largest free is at least m."""
+        st = self.state
+        if st.any_mig or req.gpu_memory_gib > 0 or req.gpu_models:
+            st.mask(block)
+            ok = bool(st.feasible(req).any())
+            st.mask(None)
+            return ok
+        if self._kth[0] != st.version:
+            self._kth = (st.version, -np.sort(-st.gpu_free, axis=1))
+        ok = (st.cpu_free >= req.cpu_milli) & (st.mem_free >= req.memory_mib) & ~block & ~st.cordoned
+        if not req.cpu_only:
+            ok &= self._kth[1][:, req.gpu_count - 1] >= req.per_gpu_milli
+        return bool(ok.any())
+
     def _lowest_victim_priority(self) -> float:
         if self._lowest is None:
             self._lowest = min((r.priority for r in self.snap.running if r.interruptible and not r.evicting),
@@ -264,10 +282,12 @@ class _Cycle:
                        "were tried first (scan limit); it keeps its place")
             return
         else:
-            st.mask(block)
             # Filter first: score only when some node passes (a placer's own failure explains itself at length)
-            outcome = self.placer_for(job.strategy).place(st, req) if st.feasible(req).any() else None
-            st.mask(None)
+            outcome = None
+            if self._any_fits(req, block):
+                st.mask(block)
+                outcome = self.placer_for(job.strategy).place(st, req)
+                st.mask(None)
             if isinstance(outcome, Allocation):
                 st.reserve(outcome)
                 self.book.admit(job)
@@ -276,7 +296,8 @@ class _Cycle:
                 self.out.placed.append(Place(job.key, outcome, backfill=head is not None))
                 return
             self.tried += 1
-            self.failed[fkey].append(need)
+            # keep the smallest needs that failed (a larger one that failed adds nothing)
+            self.failed[fkey] = [f for f in self.failed[fkey] if not _covers(need, f)] + [need]
             self.fails[(fkey, need)] = True
         if self._held_for(job, pos):
             return
@@ -299,9 +320,7 @@ class _Cycle:
             if fits is None:
                 fits = self.elsewhere.get((shape, st.version))
             if fits is None:
-                st.mask(~self._allowed(job))
-                fits = bool(st.feasible(req).any())
-                st.mask(None)
+                fits = self._any_fits(req, ~self._allowed(job))
                 self.elsewhere[(shape, st.version if fits else None)] = fits
             if fits:
                 self._wait(job, pos, WaitReason.BEHIND_HEAD,
