@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 CARBON_CSV_DIR_ENV = "GENSCHED_CARBON_CSV_DIR"  # read by gensched.timing.sources (CSV confinement)
+PACKING_POLICIES = "fgd,gensched,bestfit,packing,clustering,dotprod,random"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,10 +97,23 @@ def _tour_policy(text: str) -> str:
 
 
 def _policy_list(text: str) -> str:
+    from gensched.sim.dynamic import POLICY_NAMES
+
     names = [p for p in text.split(",") if p.strip()]
     if not names:
         raise argparse.ArgumentTypeError("no strategy given: use a comma-separated list such as fgd,bestfit")
+    dynamic = {n.lower(): n for n in POLICY_NAMES}  # --mode dynamic: queue policies (gensched, fgd-fifo, ...)
+    if all(p.strip().lower() in dynamic for p in names) and any(p.strip().lower() != "gensched" for p in names):
+        return ",".join(dynamic[p.strip().lower()] for p in names)
     return ",".join(_canonical_policy(p) for p in names)
+
+
+def _load_list(text: str) -> str:
+    parse = _float_in(0, 10, lo_open=True)
+    loads = [x for x in text.split(",") if x.strip()]
+    if not loads:
+        raise argparse.ArgumentTypeError("no load given: use e.g. 1.0 or 0.8,1.0,1.2")
+    return ",".join(f"{parse(x.strip()):g}" for x in loads)
 
 
 def _choice(loader: Callable[[], list[str]], what: str) -> Callable[[str], str]:
@@ -173,12 +187,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                             Path(args.json) if args.json else None, Path(args.plot) if args.plot else None)
         print_table(result)
         return 0
+    if args.what == "packing" and args.mode == "dynamic":
+        from gensched.sim.dynamic import POLICY_NAMES, run_dynamic
+
+        run_dynamic(Path(args.nodes_csv), Path(args.pods_csv), (args.policy or ",".join(POLICY_NAMES)).split(","),
+                    [float(x) for x in args.load.split(",")], args.seeds, Path(args.json) if args.json else None,
+                    Path(args.plot) if args.plot else None, workers=args.workers, warmup_h=args.warmup_h,
+                    horizon_h=args.horizon_h, checkpoint_min=args.checkpoint_min, priorities=args.priorities,
+                    estimates=args.estimates, noise_sigma=args.noise_sigma, cycle_s=args.cycle_s)
+        return 0
     if args.what == "packing":
         from gensched.sim.packing_cli import run_packing
 
-        run_packing(Path(args.nodes_csv), Path(args.pods_csv), args.policy.split(","), args.inflation,
-                    args.seeds, Path(args.json) if args.json else None, Path(args.plot) if args.plot else None,
-                    mode=args.mode)
+        run_packing(Path(args.nodes_csv), Path(args.pods_csv), (args.policy or PACKING_POLICIES).split(","),
+                    args.inflation, args.seeds, Path(args.json) if args.json else None,
+                    Path(args.plot) if args.plot else None, mode=args.mode)
         return 0
     from gensched.sim.tour import run_tour
 
@@ -227,13 +250,33 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--nodes", dest="nodes_csv", required=True,
                     help="node list CSV (sn,cpu_milli,memory_mib,gpu,model)")
     pk.add_argument("--pods", dest="pods_csv", required=True, help="pod list CSV (openb_pod_list_*.csv format)")
-    pk.add_argument("--policy", type=_policy_list, default="fgd,gensched,bestfit,packing,clustering,dotprod,random",
-                    help="comma-separated: fgd, gensched, bestfit, packing, clustering, dotprod, random, firstfit")
+    pk.add_argument("--policy", type=_policy_list, default=None,
+                    help="comma-separated: fgd, gensched, bestfit, packing, clustering, dotprod, random, firstfit "
+                         f"(default {PACKING_POLICIES}); --mode dynamic: gensched, fgd-fifo, bestfit-fifo, "
+                         "fgd-backfill (default all four)")
     pk.add_argument("--inflation", type=_float_in(0, 100, lo_open=True), default=1.3,
                     help="workload as a multiple of GPU capacity (above 0, at most 100)")
     pk.add_argument("--seeds", type=_int_in(1, 1000), default=10, help="number of seeds, from 42 (the FGD paper's)")
-    pk.add_argument("--mode", choices=["fgd", "replay"], default="fgd",
-                    help="fgd: the paper's arrival-only protocol; replay: creation/deletion times")
+    pk.add_argument("--mode", choices=["fgd", "replay", "dynamic"], default="fgd",
+                    help="fgd: the paper's arrival-only protocol; replay: creation/deletion times; dynamic: Poisson "
+                         "arrivals with trace durations through the scheduling cycle's queue (docs/benchmarks.md)")
+    dy = pk.add_argument_group("--mode dynamic")
+    dy.add_argument("--load", type=_load_list, default="1", help="offered GPU load(s) as a multiple of capacity, "
+                    "comma-separated (e.g. 0.8,1.0,1.2; the JSON is keyed by load when more than one)")
+    dy.add_argument("--warmup-h", type=_float_in(0, 1000), default=1.0, help="hours discarded after the warm start")
+    dy.add_argument("--horizon-h", type=_float_in(0, 1000, lo_open=True), default=5.0,
+                    help="hours simulated in all (measured: warm-up to horizon)")
+    dy.add_argument("--checkpoint-min", type=_float_in(0, 10_000, lo_open=True), default=30.0,
+                    help="interruptible (BE) jobs checkpoint every so many minutes of run time")
+    dy.add_argument("--priorities", choices=["equal", "qos"], default="equal",
+                    help="equal: one priority for all; qos: LS, Burstable, Guaranteed above BE")
+    dy.add_argument("--estimates", choices=["exact", "noisy", "none"], default="exact",
+                    help="duration estimates the scheduler gets: the trace's, x lognormal noise, or none")
+    dy.add_argument("--noise-sigma", type=_float_in(0, 5), default=1.0, help="sigma of the lognormal estimate noise")
+    dy.add_argument("--cycle-s", type=_float_in(1, 300), default=10.0,
+                    help="a cycle runs at the next multiple of this many seconds after an arrival or departure "
+                         "(1: every second with one)")
+    dy.add_argument("--workers", type=_int_in(1, 64), default=1, help="processes (one (load, seed) each)")
     pk.add_argument("--json", default=None, help="write results here")
     pk.add_argument("--plot", default=None, help="draw allocation curves to this PNG (needs matplotlib)")
 
