@@ -386,3 +386,34 @@ def test_the_circuit_breaker_holds_a_scale_up_until_an_admin_resets_it(
                  what="CircuitBreakerReset event")
     finally:
         ray.server.shutdown()
+
+
+def test_the_chart_can_scrape_the_batch_pods_outputs_counter() -> None:
+    import subprocess
+
+    from tests.harness.tools import ROOT, tool
+
+    helm = tool("helm")
+    if helm is None:
+        pytest.fail("helm not installed: run `make tools` (scripts/install-tools.sh)")
+    chart = str(ROOT / "charts" / "gensched")
+    out = subprocess.run([helm, "template", "rel", chart, "--set", "metrics.workloadPodMonitor.enabled=true"],
+                         capture_output=True, text=True, check=True).stdout
+    pm = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "PodMonitor"
+              and d["metadata"]["name"].endswith("-workloads"))
+    from gensched.controller.objects import MANAGED_BY, WORKLOAD_METRICS_PORT, batch_job
+
+    assert pm["spec"]["selector"]["matchLabels"] == MANAGED_BY  # the labels the operator puts on its Jobs' pods
+    assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    from gensched.api import GenerativeJobSpec
+
+    spec = GenerativeJobSpec.model_validate(yaml.safe_load(batch("x"))["spec"])
+    container = batch_job("x", "default", spec, {"apiVersion": "v1", "kind": "GenerativeJob",
+                                                  "metadata": {"name": "x", "uid": "u"}})["spec"]["template"]["spec"]
+    assert container["containers"][0]["ports"] == [{"name": "metrics", "containerPort": WORKLOAD_METRICS_PORT,
+                                                    "protocol": "TCP"}]
+    env = {e["name"]: e["value"] for e in container["containers"][0]["env"]}
+    assert env["GENSCHED_METRICS_PORT"] == str(WORKLOAD_METRICS_PORT)
+    bad = subprocess.run([helm, "template", "rel", chart, "--set", "metrics.workloadPodMonitor.interval=soon"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "workloadPodMonitor" in bad.stderr

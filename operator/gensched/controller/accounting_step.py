@@ -90,6 +90,16 @@ class Unavailable(RuntimeError):
     """Prometheus did not answer (expected; the interval falls back and says so)."""
 
 
+def expected(exc: BaseException) -> bool:
+    """Errors of the world, not of the code: logged as one line, no traceback."""
+    import urllib3
+
+    from gensched.controller.kube import ApiException
+
+    return isinstance(exc, Unavailable | SignalError | ValueError | LookupError | ApiException | OSError |
+                      TimeoutError | urllib3.exceptions.HTTPError)
+
+
 @dataclass
 class _Carbon:
     spec_json: str
@@ -129,8 +139,13 @@ def ledger_of(body: dict) -> Ledger:
 
 
 def remember(body: dict, ledger: Ledger) -> None:
+    """Keep the latest record of a job (joined with what is kept: never an older one over a newer)."""
+    uid = body["metadata"].get("uid") or ""
     with _lock:
-        _memory[_key(body)] = (body["metadata"].get("uid") or "", body["metadata"]["namespace"], ledger)
+        old = _memory.get(_key(body))
+        if old is not None and old[0] == uid:
+            ledger = merge(old[2], ledger)
+        _memory[_key(body)] = (uid, body["metadata"]["namespace"], ledger)
 
 
 def forget(key: str) -> tuple[str, str, Ledger] | None:
@@ -380,8 +395,7 @@ def account_batch(body: dict, job: dict, step: Step, alloc: Allocation, spec: Ge
     try:
         return _account_batch(body, job, step, alloc, spec, final, closing, default_s)
     except Exception as exc:  # accounting never stops a lifecycle
-        expected = isinstance(exc, Unavailable | SignalError | ValueError | LookupError)
-        log.warning("%s: accounting failed: %s", _key(body), bounded(exc, 300), exc_info=not expected)
+        log.warning("%s: accounting failed: %s", _key(body), bounded(exc, 300), exc_info=not expected(exc))
         step.condition("Accounted", False, "AccountingFailed", f"accounting not brought up to date: "
                                                                f"{bounded(exc, 300)}")
         return default_s
@@ -395,6 +409,9 @@ def _account_batch(body: dict, job: dict, step: Step, alloc: Allocation, spec: G
     now = clock.now()
     ledger = ledger_of(body)
     if ledger.final:
+        if not ((body.get("status") or {}).get("accounting") or {}).get("final"):  # its write was lost: again
+            prices, notes = prices_for(policy_name, policy, ns, now)
+            _write(body, step, ledger, prices, policy, notes, Readings(), "items", _job_verdict(spec, ledger), now)
         return default_s
     due = final or closing or ledger.cursor is None or (now - ledger.cursor.t).total_seconds() >= interval
     if not due:
@@ -518,8 +535,7 @@ def account_serve(body: dict, spec: GenerativeJobSpec, policy_name: str, policy:
     try:
         return _account_serve(body, spec, policy_name, policy, step, svc, app, default_s)
     except Exception as exc:  # accounting never stops serving
-        expected = isinstance(exc, Unavailable | SignalError | ValueError | LookupError)
-        log.warning("%s: accounting failed: %s", _key(body), bounded(exc, 300), exc_info=not expected)
+        log.warning("%s: accounting failed: %s", _key(body), bounded(exc, 300), exc_info=not expected(exc))
         step.condition("Accounted", False, "AccountingFailed", f"accounting not brought up to date: "
                                                                f"{bounded(exc, 300)}")
         return default_s

@@ -110,7 +110,7 @@ def tick(may_write) -> None:
     try:
         _compute(policies, may_write)
     except Exception as exc:  # the policy status never stops the loop
-        log.warning("policy status not computed: %s", bounded(exc, 300), exc_info=True)
+        log.warning("policy status not computed: %s", bounded(exc, 300), exc_info=not accounting_step.expected(exc))
 
 
 def _compute(policies: list, may_write) -> None:
