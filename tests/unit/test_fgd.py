@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from gensched.packing import Allocation, ClusterState, GpuNode, GpuRequest, get_placer
 from gensched.packing.fgd import Fragmenter, TaskMix, fragmentation_rate
+from gensched.packing.policies import tie_order
 
 
 def mix_of(*shapes: tuple[int, int, int, float]) -> TaskMix:
@@ -118,3 +119,34 @@ def test_gensched_breaks_fgd_ties_away_from_cpu_stranding() -> None:
     gen = get_placer("Gensched", mix=mix).place(ClusterState(nodes), req)
     assert isinstance(fgd, Allocation) and isinstance(gen, Allocation)
     assert (fgd.node, gen.node) == ("a", "b")
+
+
+def test_fgd_ties_go_to_the_first_node_of_the_seeded_order_and_the_lowest_gpu() -> None:
+    """Equal scores: the node first in the placer's seeded order (fixed for the run, not name order, as the
+    reference simulator's seeded node-name prefixes do), and within a node the lowest GPU index."""
+    names = [f"n{i}" for i in range(8)]
+    nodes = [GpuNode(n, 4, "A100", 80.0, 64_000, 262144) for n in names]
+    mix = mix_of((1000, 100, 1, 1.0))
+    winners = set()
+    for seed in range(6):
+        state = ClusterState(nodes)
+        rank = tie_order(names, seed)
+        placer = get_placer("FGD", mix=mix, seed=seed)
+        for i in range(3):  # CPU-only pods tie everywhere here: they all go to the same first node
+            out = placer.place(state, GpuRequest(f"c{i}", gpu_milli=0, cpu_milli=1000, memory_mib=1))
+            assert isinstance(out, Allocation) and rank[state.index[out.node]] == 0
+            state.reserve(out)
+        winners.add(out.node)
+        assert get_placer("Gensched", mix=mix, seed=seed).place(
+            ClusterState(nodes), GpuRequest("g", whole_gpus=1, cpu_milli=1000, memory_mib=1)).node == out.node
+    assert len(winners) > 1 and winners != {"n0"}  # the order changes with the seed; name order would give n0
+    # nodes leaving or joining keep the relative order of the others (the live operator's cluster changes)
+    full, part = tie_order(names, 3), tie_order(names[1:6], 3)
+    assert list(np.argsort(part)) == [i - 1 for i in np.argsort(full) if 1 <= i < 6]
+    # within a node: equal scores go to the lowest GPU index, even where a later GPU has less room left
+    state = ClusterState([GpuNode("x", 4, "A100", 80.0, 64_000, 262144)])
+    state.reserve(Allocation("used", "x", (1, 3), 400, 0.0, 0, 0))  # GPUs 1 and 3 keep 600, 0 and 2 keep 1000
+    share = GpuRequest("s", gpu_milli=100, cpu_milli=100, memory_mib=1)  # leaves room for a 100 share anywhere
+    assert get_placer("FGD", mix=mix, seed=5).place(state, share).gpu_indices == (0,)  # not the tighter GPU 1
+    state.reserve(Allocation("more", "x", (0, 2), 1000, 0.0, 0, 0))  # GPUs 1 and 3 are now the same
+    assert get_placer("FGD", mix=mix, seed=5).place(state, share).gpu_indices == (1,)

@@ -6,8 +6,8 @@ Gensched prefers, with equal weight:
 - the node whose idle GPUs keep the CPU that GPU tasks typically bring with them (CPU per GPU in
   the workload's task mix): a node with idle GPUs but no CPU left strands them, which FGD's measure
   only sees for the shapes of its mix one node at a time.
-Then the first in name order. On the Alibaba trace this is at or above our FGD on the median of every
-pod list (docs/benchmarks.md). Measured no better there: exact unquantised scores, other quantisation
+Then the first node of the seeded tie order, as FGD. With name-order ties in FGD this was at or
+above our FGD on the median of every pod list. Measured no better there: exact unquantised scores, other quantisation
 scales, task mixes weighted by GPU demand or covering every shape, a two-step look-ahead, and the
 CPU tie-break at half or double the weight.
 """

@@ -11,7 +11,9 @@ Policies (names as in the FGD paper's comparison): ``FirstFit``, ``Random``,
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -117,11 +119,38 @@ def _mig_alloc(state: ClusterState, req: GpuRequest, rows: np.ndarray) -> Alloca
                       gpu_memory_gib=mem, cpu_milli=req.cpu_milli, memory_mib=req.memory_mib)
 
 
+def tie_order(names: Sequence[str], seed: int) -> np.ndarray:
+    """Rank of each node in a seeded random order (0 = first): who wins among equal scores.
+
+    The FGD reference simulator renames every node with a prefix from a seeded permutation and then
+    takes the lexicographically first name among equal scores, i.e. the first node of a random order
+    drawn once per run. Ranking by a seeded hash of the name gives such an order too, and it stays the
+    same for the remaining nodes when nodes join or leave (the live operator rebuilds its cluster
+    picture on node churn). Name order settles the (practically impossible) hash collisions.
+    """
+    salt = str(seed).encode()
+    keys = np.array([int.from_bytes(hashlib.blake2b(n.encode(), digest_size=8, key=salt).digest(), "big")
+                     for n in names], dtype=np.uint64)
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[np.argsort(keys, kind="stable")] = np.arange(len(names))
+    return rank
+
+
 class _Base:
     name = "base"
 
     def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
+        self._order_of: ClusterState | None = None
+        self._order = np.empty(0, dtype=np.int64)
+
+    def tie_rank(self, state: ClusterState) -> np.ndarray:
+        """Per row of ``state``: its rank in this placer's seeded node order (kept per cluster picture)."""
+        if self._order_of is not state:
+            self._order = tie_order([n.name for n in state.nodes], self.seed)
+            self._order_of = state
+        return self._order
 
     def place(self, state: ClusterState, req: GpuRequest) -> Allocation | Unschedulable:
         rows = np.flatnonzero(state.feasible(req))
@@ -253,9 +282,11 @@ class FGD(_Base):
     """Fragmentation Gradient Descent as published: place where node fragmentation grows least.
 
     Scores are quantised like the reference scheduler plugin, ``int(100 * sigmoid(drop / 1000))``.
-    Ties go to the first node in name order and, within a node, a share goes to the best GPU (lowest
-    index on ties). Node-order ties reproduce the published results (95.3% vs 95.4% on the default
-    trace, seed 42); uniformly random ties give about 90%, so the tie rule is part of the algorithm.
+    Ties go as in the reference simulator: to the first node of a seeded random node order drawn once
+    per run (``tie_order``), and within a node a share goes to the best GPU, lowest index on ties.
+    The order matters: re-drawing ties uniformly at every decision gives about 90% on the default trace,
+    and name order (the trace's names run in blocks of one node type) piles tied pods, CPU-only pods
+    above all, onto one kind of node.
     """
 
     name = "FGD"
@@ -279,20 +310,19 @@ class FGD(_Base):
         cand_rows, cand_gpu, values = self._candidates(state, req, rows)
         drop = frag.node_frag[cand_rows] - frag.after(cand_rows, req, values)
         score = self.score(drop, cand_rows, state, req)
-        # best candidate per node (first on ties), then best node
-        order = np.lexsort((np.arange(score.size), -score, cand_rows))
-        first = np.ones(order.size, dtype=bool)
-        first[1:] = cand_rows[order][1:] != cand_rows[order][:-1]
-        best = order[first]
-        pick = best[self._pick_index(score[best])]
+        pick = self._pick_index(score, self.tie_rank(state)[cand_rows], cand_gpu)
         row = int(cand_rows[pick])
         if req.shared:
             return row, [int(cand_gpu[pick])]
         return row, _first_gpus(state, row, req)
 
-    def _pick_index(self, score: np.ndarray) -> int:
-        """First best candidate: candidates come in node order, so ties go to the first node."""
-        return int(np.flatnonzero(score >= score.max() - 1e-12)[0])
+    @staticmethod
+    def _pick_index(score: np.ndarray, rank: np.ndarray, gpu: np.ndarray) -> int:
+        """Best score; among equals the node first in the tie order, then its lowest GPU index."""
+        best = np.flatnonzero(score >= score.max() - 1e-12)
+        if best.size == 1:
+            return int(best[0])
+        return int(best[np.lexsort((gpu[best], rank[best]))[0]])
 
     def score(self, drop: np.ndarray, rows: np.ndarray, state: ClusterState, req: GpuRequest) -> np.ndarray:
         return np.floor(100.0 / (1.0 + np.exp(-drop / 1000.0)))
