@@ -42,7 +42,8 @@ def test_fgd_reproduces_the_published_result_and_gensched_beats_it(default_trace
         fgd_runs.append(run_arrivals(nodes, workload, "FGD", mix, seed))
         gen_runs.append(run_arrivals(nodes, workload, "Gensched", mix, seed))
     fgd = fgd_runs[0]
-    assert abs(100 * fgd.allocated_gpu_ratio - 95.40) <= 0.5  # FGD paper, default trace, 130%
+    # FGD paper, default trace, 130%: 95.40 (median of 10 seeds); the reference's seeded node-order ties
+    assert abs(100 * statistics.median(r.allocated_gpu_ratio for r in fgd_runs) - 95.40) <= 0.3
     assert statistics.median(r.allocated_gpu_ratio for r in gen_runs) >= statistics.median(
         r.allocated_gpu_ratio for r in fgd_runs)
     assert len(fgd.allocation_curve) == 129 and fgd.allocation_curve[49] == pytest.approx(0.50, abs=0.01)

@@ -110,15 +110,23 @@ def test_two_fragmenters_on_one_state_both_see_every_change() -> None:
 
 
 def test_gensched_breaks_fgd_ties_away_from_cpu_stranding() -> None:
-    """Both nodes look the same to FGD (one more task still fits either), but on ``a`` its 7 idle GPUs
-    would keep 8 cores where GPU tasks bring 4 each: Gensched takes ``b``, FGD the first node."""
+    """Both nodes look the same to FGD (one more task still fits either), but on ``a`` the task's 8 cores
+    would leave 4 for 7 idle GPUs where GPU tasks bring 4 each (one more GPU stranded): Gensched takes
+    ``b`` whatever the seed, FGD the first node of its seeded order. A task that brings only the usual 4
+    cores strands nothing more on ``a``, so there Gensched too follows the tie order."""
     nodes = [GpuNode("a", 8, "A100", 80.0, 12_000, 262144), GpuNode("b", 8, "A100", 80.0, 64_000, 262144)]
     mix = TaskMix.from_requests([GpuRequest(f"t{i}", whole_gpus=1, cpu_milli=4000) for i in range(10)])
-    req = GpuRequest("x", whole_gpus=1, cpu_milli=4000)
-    fgd = get_placer("FGD", mix=mix).place(ClusterState(nodes), req)
-    gen = get_placer("Gensched", mix=mix).place(ClusterState(nodes), req)
-    assert isinstance(fgd, Allocation) and isinstance(gen, Allocation)
-    assert (fgd.node, gen.node) == ("a", "b")
+    hungry, usual = GpuRequest("x", whole_gpus=1, cpu_milli=8000), GpuRequest("y", whole_gpus=1, cpu_milli=4000)
+    fgd_nodes = set()
+    for seed in range(4):
+        first = ["a", "b"][int(np.argmin(tie_order(["a", "b"], seed)))]
+        fgd = get_placer("FGD", mix=mix, seed=seed).place(ClusterState(nodes), hungry)
+        gen = get_placer("Gensched", mix=mix, seed=seed).place(ClusterState(nodes), hungry)
+        assert isinstance(fgd, Allocation) and isinstance(gen, Allocation)
+        assert (fgd.node, gen.node) == (first, "b")
+        assert get_placer("Gensched", mix=mix, seed=seed).place(ClusterState(nodes), usual).node == first
+        fgd_nodes.add(fgd.node)
+    assert fgd_nodes == {"a", "b"}
 
 
 def test_fgd_ties_go_to_the_first_node_of_the_seeded_order_and_the_lowest_gpu() -> None:

@@ -3,20 +3,24 @@
 FGD's quantised score groups candidates whose fragmentation changes are close. Among the best group
 Gensched prefers, with equal weight:
 - the node left with the smallest idle share of its GPUs (fill nodes rather than spread), and
-- the node whose idle GPUs keep the CPU that GPU tasks typically bring with them (CPU per GPU in
-  the workload's task mix): a node with idle GPUs but no CPU left strands them, which FGD's measure
-  only sees for the shapes of its mix one node at a time.
-Then the first node of the seeded tie order, as FGD. With name-order ties in FGD this was at or
-above our FGD on the median of every pod list. Measured no better there: exact unquantised scores, other quantisation
-scales, task mixes weighted by GPU demand or covering every shape, a two-step look-ahead, and the
-CPU tie-break at half or double the weight.
+- the placement that strands the fewest more idle GPUs for lack of CPU: a node's idle GPUs are
+  stranded when its free CPU cannot give each the CPU that GPU tasks typically bring with them (CPU per
+  GPU in the workload's task mix). FGD's measure only sees this for the shapes of its mix, one node at
+  a time. Scoring the *change* matters: a node already short of CPU is a good home for a task that
+  brings little CPU per GPU, and penalising the stranded share left after placement (our first
+  version) steered such tasks away.
+Then the first node of the seeded tie order, as FGD. On the Alibaba trace this is at or above our FGD
+on the median of every pod list (docs/benchmarks.md). Measured no better there: exact unquantised
+scores (as the score or as a further tie-break), other quantisation scales, task mixes weighted by GPU
+demand or covering every shape, a two-step look-ahead, and the fullest GPU first among equal GPUs
+(some of these measured with the earlier CPU term or name-order ties).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from gensched.packing.cluster import MILLI, ClusterState, GpuRequest
+from gensched.packing.cluster import MAX_GPUS, MILLI, ClusterState, GpuRequest
 from gensched.packing.fgd import TaskMix
 from gensched.packing.policies import FGD
 
@@ -32,6 +36,13 @@ def cpu_per_gpu(mix: TaskMix) -> float:
     return float((mix.weight * mix.cpu)[on_gpu].sum() / (mix.weight * gpus)[on_gpu].sum())
 
 
+def stranded_gpus(idle_gpus: np.ndarray, cpu_free: np.ndarray, per_gpu: float) -> np.ndarray:
+    """Idle GPUs (in GPUs) that the free CPU cannot feed at ``per_gpu`` milli-CPU each."""
+    if per_gpu <= 0:
+        return np.zeros_like(idle_gpus)
+    return np.clip(idle_gpus - cpu_free / per_gpu, 0.0, idle_gpus)
+
+
 class Gensched(FGD):
     name = "Gensched"
 
@@ -40,9 +51,9 @@ class Gensched(FGD):
         self.cpu_per_gpu = cpu_per_gpu(mix) if mix is not None else 0.0
 
     def score(self, drop: np.ndarray, rows: np.ndarray, state: ClusterState, req: GpuRequest) -> np.ndarray:
-        idle_gpus = (state.gpu_free[rows].sum(axis=1) - req.milli_total) / float(MILLI)
-        idle_share = idle_gpus / state.gpu_count[rows]
-        need = self.cpu_per_gpu * idle_gpus
-        left = state.cpu_free[rows] - req.cpu_milli
-        stranded = np.clip((need - left) / np.maximum(need, 1.0), 0.0, 1.0)
-        return super().score(drop, rows, state, req) - 1e-3 * (idle_share + CPU_WEIGHT * stranded)
+        idle_before = state.gpu_free[rows].sum(axis=1) / float(MILLI)
+        idle_after = idle_before - req.milli_total / float(MILLI)
+        idle_share = idle_after / state.gpu_count[rows]
+        more_stranded = (stranded_gpus(idle_after, state.cpu_free[rows] - req.cpu_milli, self.cpu_per_gpu)
+                         - stranded_gpus(idle_before, state.cpu_free[rows], self.cpu_per_gpu)) / MAX_GPUS
+        return super().score(drop, rows, state, req) - 1e-3 * (idle_share + CPU_WEIGHT * more_stranded)
