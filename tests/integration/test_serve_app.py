@@ -109,3 +109,85 @@ def test_local_mode_scales_the_busy_operator_from_real_prometheus_metrics(
     reference = DecoderLM.seeded(seed=0)
     assert [e["token"] for e in stream(local_serve.url, "still right", 8)] == generate(
         reference, encode("still right"), 8)
+
+
+# -- typed operators: the diffusion pipeline and the mixture of experts ------------------------------
+
+DIFFUSION_OPS = [{"name": "text-encoder", "type": "TextEncoder"}, {"name": "denoiser", "type": "Denoiser"},
+                 {"name": "vae-decoder", "type": "VAEDecoder"}]
+
+
+def test_diffusion_operators_on_ray_serve_give_the_unsplit_pipelines_images(local_serve: LocalServe) -> None:
+    import torch
+
+    from gensched_workloads.diffusion import TOY, ImageRequest, Pipeline
+
+    torch.set_num_threads(1)  # as the replicas run: the same arithmetic order
+    reference = Pipeline(TOY, seed=0)
+    serve = local_serve.serve
+    args = {"family": "Diffusion", "config": "toy", "seed": 0,
+            "operators": [*DIFFUSION_OPS, {"name": "controlnet", "type": "ControlNet"}]}
+    serve.run(build_app(args), name="sd", route_prefix="/sd")
+    cases = [{"prompt": "a red cube", "steps": 3, "pixels": 16},
+             {"prompt": "a blue cat", "steps": 2, "pixels": 32, "guidance": 4.0, "seed": 5},
+             {"prompt": "edges", "steps": 2, "pixels": 16, "guidance": 2.0, "control": True, "seed": 2}]
+    for body in cases:
+        r = requests.post(local_serve.url + "/sd", json=body, timeout=300)
+        r.raise_for_status()
+        got = torch.tensor(r.json()["image"]).reshape(r.json()["shape"])
+        want = reference.generate(ImageRequest(**body))
+        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5), (body, (got - want).abs().max())
+    timings = serve.get_app_handle("sd").stats.remote().result()
+    names = {t[1] for t in timings}
+    assert names == {"text-encoder", "denoiser", "controlnet", "vae-decoder"}  # the ControlNet called each step
+    assert sum(1 for t in timings if t[1] == "controlnet") == 2 and all(t[2] >= -5 and t[3] > 0 for t in timings)
+    # Scaled on its own: two denoiser replicas, the ControlNet inside the denoiser (a shared adapter).
+    serve.run(build_app({**args, "operators": DIFFUSION_OPS, "replicas": {"denoiser": 2}}), name="sd",
+              route_prefix="/sd")
+    assert local_serve.replicas("sd")["denoiser"] == 2
+    body = cases[2]
+    r = requests.post(local_serve.url + "/sd", json=body, timeout=300).json()
+    assert torch.allclose(torch.tensor(r["image"]).reshape(r["shape"]), reference.generate(ImageRequest(**body)),
+                          atol=1e-5)
+    serve.delete("sd")
+
+
+def test_moe_operators_on_ray_serve_give_the_unsplit_models_tokens(local_serve: LocalServe) -> None:
+    import torch
+
+    from gensched_workloads.moe import MoEDecoder, generate
+
+    torch.set_num_threads(1)
+    reference = MoEDecoder.seeded(seed=0)
+    ops = [{"name": "embedding", "type": "Embedding"}, {"name": "attention", "type": "Attention"},
+           {"name": "hot-experts", "type": "Experts", "experts": [0, 1]},
+           {"name": "cold-experts", "type": "Experts", "experts": [2, 7]}]
+    args = {"family": "MoE", "operators": ops, "seed": 0}
+    serve = local_serve.serve
+    serve.run(build_app(args), name="moe", route_prefix="/moe")
+    for prompt in ("mixture", "of experts"):
+        got = [e["token"] for e in stream(local_serve.url + "/moe", prompt, 8)]
+        assert got == generate(reference, encode(prompt), 8)
+    serve.run(build_app({**args, "replicas": {"hot-experts": 2}}), name="moe", route_prefix="/moe")
+    assert local_serve.replicas("moe")["hot-experts"] == 2 and local_serve.replicas("moe")["cold-experts"] == 1
+    got = [e["token"] for e in stream(local_serve.url + "/moe", "skewed", 6)]
+    assert got == generate(reference, encode("skewed"), 6)
+    serve.delete("moe")
+
+
+def test_dense_typed_and_prefill_decode_operators_give_the_unsplit_models_tokens(local_serve: LocalServe) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    reference = DecoderLM.seeded(seed=0)
+    serve = local_serve.serve
+    typed = [{"name": "embedding", "type": "Embedding"}, {"name": "attention", "type": "Attention"},
+             {"name": "ffn", "type": "FFN"}]
+    phases = [{"name": "prefill", "type": "Model", "phase": "Prefill"},
+              {"name": "decode", "type": "Model", "phase": "Decode"}]
+    for name, ops in (("typed", typed), ("pd", phases)):
+        serve.run(build_app({"operators": ops, "seed": 0, "family": "DenseLM"}), name=name, route_prefix=f"/{name}")
+        for prompt in ("typed operators", "by phase"):
+            got = [e["token"] for e in stream(local_serve.url + f"/{name}", prompt, 10)]
+            assert got == generate(reference, encode(prompt), 10), name
+        serve.delete(name)

@@ -12,7 +12,6 @@ BPE vocabulary (no vocabulary file to download).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,7 +203,7 @@ class Pipeline:
     @torch.no_grad()
     def generate(self, req: ImageRequest) -> torch.Tensor:
         emb = embeddings(self.te, self.cfg, req)
-        latents = denoise(self.un, self.cn if req.control else None, self.cfg, req, emb)
+        latents = denoise(self.un, self.cn, self.cfg, req, emb)
         return decode_latents(self.va, latents)
 
 
@@ -213,25 +212,41 @@ def embeddings(te: CLIPTextModel, cfg: PipelineConfig, req: ImageRequest) -> tor
     return encode_text(te, cfg, ["", req.prompt] if req.cfg_on else [req.prompt])
 
 
+class Denoising:
+    """One request's denoising loop, step by step (so the serving path can call the ControlNet
+    deployment between steps): ``control_inputs`` for the ControlNet, then ``step``."""
+
+    def __init__(self, cfg: PipelineConfig, req: ImageRequest, emb: torch.Tensor) -> None:
+        self.req, self.emb = req, emb
+        self.sched = scheduler()
+        self.sched.set_timesteps(req.steps)
+        self.timesteps = list(self.sched.timesteps)
+        self.latents = initial_latents(cfg, req)
+        self.image = control_image(req) if req.control else None
+
+    def control_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.image is not None
+        x = torch.cat([self.latents, self.latents]) if self.req.cfg_on else self.latents
+        img = torch.cat([self.image, self.image]) if self.req.cfg_on else self.image
+        return x, img
+
+    @torch.no_grad()
+    def step(self, un: UNet2DConditionModel, t: torch.Tensor,
+             residuals: tuple[tuple[torch.Tensor, ...], torch.Tensor] | None) -> None:
+        eps = denoise_step(un, self.latents, t, self.emb, self.req.guidance, residuals)
+        self.latents = self.sched.step(eps, t, self.latents, return_dict=False)[0]
+
+
 @torch.no_grad()
-def denoise(un: UNet2DConditionModel, cn: Any, cfg: PipelineConfig, req: ImageRequest, emb: torch.Tensor,
-            control: Any = None) -> torch.Tensor:
-    """The Denoiser operator's loop: ``req.steps`` DDIM steps. ``control``: a callable standing in for
-    ``control_residuals`` (the split path calls the ControlNet deployment)."""
-    sched = scheduler()
-    sched.set_timesteps(req.steps)
-    latents = initial_latents(cfg, req)
-    image = control_image(req) if req.control else None
-    for t in sched.timesteps:
+def denoise(un: UNet2DConditionModel, cn: ControlNetModel | None, cfg: PipelineConfig, req: ImageRequest,
+            emb: torch.Tensor) -> torch.Tensor:
+    """The Denoiser operator's loop: ``req.steps`` DDIM steps (asking the ControlNet each step)."""
+    run = Denoising(cfg, req, emb)
+    for t in run.timesteps:
         res = None
         if req.control:
-            x = torch.cat([latents, latents]) if req.cfg_on else latents
-            img = torch.cat([image, image]) if req.cfg_on else image
-            res = control(x, t, emb, img) if control is not None else control_residuals(cn, x, t, emb, img)
-        eps = denoise_step(un, latents, t, emb, req.guidance, res)
-        latents = sched.step(eps, t, latents, return_dict=False)[0]
-    return latents
-
-
-def clone(module: torch.nn.Module) -> torch.nn.Module:
-    return copy.deepcopy(module)
+            assert cn is not None
+            x, img = run.control_inputs()
+            res = control_residuals(cn, x, t, emb, img)
+        run.step(un, t, res)
+    return run.latents

@@ -10,6 +10,7 @@ text encoder).
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -127,6 +128,7 @@ def measured(cfg: d.PipelineConfig, grid: list[tuple[int, int]], repeats: int = 
              threads: int = 1, say: Callable[[str], None] = lambda s: None) -> ModelProfile:
     """Timed on this CPU (fp32, ``threads`` torch threads) at each (batch, pixels) of ``grid``."""
     torch.set_num_threads(threads)
+    load_before = os.getloadavg()[0]
     mods = _modules(cfg, "cpu", torch.float32)
     rows: dict[str, list[tuple[float, ...]]] = {n: [] for n in OPERATORS}
     pixels = sorted({px for _, px in grid})
@@ -140,4 +142,7 @@ def measured(cfg: d.PipelineConfig, grid: list[tuple[int, int]], repeats: int = 
     weights = {n: _params(n, m) * 4 / GIB for n, m in mods.items()}
     return _profile(cfg, "cpu", 0.0, 0.0, 0.0, False,
                     f"measured on cpu with torch {torch.__version__}, {threads} thread(s), fp32, median of {repeats}",
-                    rows, weights, dict.fromkeys(OPERATORS, 0.0), [f"{cfg.name} shapes, (batch, pixels) {grid}"])
+                    rows, weights, dict.fromkeys(OPERATORS, 0.0),
+                    [f"{cfg.name} shapes, (batch, pixels) {grid}",
+                     f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
+                     f"({os.cpu_count()} CPUs): other work on the machine slows the timings"])

@@ -45,6 +45,15 @@ class Block(nn.Module):
         self.fc2 = nn.Linear(cfg.d_ff, cfg.d_model)
 
     def forward(self, x: torch.Tensor, past: KV | None = None) -> tuple[torch.Tensor, KV]:
+        x, kv = self.attend(x, past)
+        return self.mlp(x), kv
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        """The feed-forward half with its residual (the FFN operator)."""
+        return x + self.fc2(torch.nn.functional.gelu(self.fc1(self.ln2(x))))
+
+    def attend(self, x: torch.Tensor, past: KV | None = None) -> tuple[torch.Tensor, KV]:
+        """The attention half with its residual (the Attention operator): new hidden states and KV."""
         b, t, d = x.shape
         h, hd = self.cfg.n_heads, self.cfg.head_dim
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
@@ -58,9 +67,7 @@ class Block(nn.Module):
         att = (q @ k.transpose(-2, -1)) / math.sqrt(hd)
         att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
         y = (att @ v).transpose(1, 2).reshape(b, t, d)
-        x = x + self.proj(y)
-        x = x + self.fc2(torch.nn.functional.gelu(self.fc1(self.ln2(x))))
-        return x, (k, v)
+        return x + self.proj(y), (k, v)
 
 
 class DecoderLM(nn.Module):

@@ -2,6 +2,13 @@
 write a profile (the format of ``gensched.autoscale.profiles.ModelProfile``, ``modelled: false``).
 
     python -m gensched_workloads.profiler --operators early:0-1,late:2-3 --out profile.json
+    python -m gensched_workloads.profiler --workload diffusion --config toy --grid 1x16,2x16,1x32 --out p.json
+    python -m gensched_workloads.profiler --workload moe --experts hot:0-1,cold:2-7 --out p.json
+
+Operator names must be the job's (``spec.serve.operators[].name``): ``--rename denoiser=unet,...`` renames
+the diffusion operators (text-encoder, denoiser, controlnet, vae-decoder); the MoE's are ``embedding``,
+``attention`` and the ``--experts`` group names. For diffusion, ``ctx`` is latent tokens
+(``contextTokens`` of ``spec.serve.profile``).
 
 Decode steps are timed at several batch sizes and KV-cache lengths, prefill at several prompt
 lengths; least squares fits ``base + batch x (per_seq + ctx/1000 x per_kctx)`` and ``base + tokens x
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +83,45 @@ def profile_operator(model: DecoderLM, spec: OperatorSpec, batches: list[int], c
     return op, r2
 
 
+def _renamed(prof: ModelProfile, spec: str | None) -> ModelProfile:
+    if not spec:
+        return prof
+    names = dict(item.split("=", 1) for item in spec.split(","))
+    return replace(prof, operators=tuple(replace(o, name=names.get(o.name, o.name)) for o in prof.operators))
+
+
+def _other(args: argparse.Namespace) -> int:
+    if args.workload == "diffusion":
+        from gensched_workloads import diffusion as d
+        from gensched_workloads.diffusion_profile import measured
+
+        grid = [(int(b), int(px)) for b, px in (item.split("x") for item in args.grid.split(","))]
+        prof = measured(d.CONFIGS[args.config], grid, repeats=args.repeats)
+    else:
+        from gensched_workloads.moe import MoEDecoder
+        from gensched_workloads.moe_profile import measured as moe_measured
+
+        groups = []
+        for item in args.experts.split(","):
+            name, rng = item.split(":")
+            a, _, b = rng.partition("-")
+            groups.append((name, int(a), int(b or a)))
+        ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
+        prof = moe_measured(MoEDecoder.seeded(), groups, ints(args.batches), ints(args.contexts), args.repeats)
+    prof = _renamed(prof, args.rename)
+    prof.save(Path(args.out))
+    print(f"wrote {args.out}: operators {', '.join(prof.names())}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--operators", required=True, help="name:first-last,... covering every layer once")
+    ap.add_argument("--workload", choices=["decoder", "diffusion", "moe"], default="decoder")
+    ap.add_argument("--operators", default=None, help="decoder: name:first-last,... covering every layer once")
+    ap.add_argument("--config", default="toy", help="diffusion: toy or sd15 shapes")
+    ap.add_argument("--grid", default="1x16,2x16,4x16,1x32,2x32", help="diffusion: batch x pixels, ...")
+    ap.add_argument("--experts", default="hot:0-1,cold:2-7", help="moe: name:first-last,... groups of experts")
+    ap.add_argument("--rename", default=None, help="old=new,... operator names as the job names them")
     ap.add_argument("--model-path", default=None, help="weights saved by DecoderLM.save (default: seeded)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--batches", default="1,2,4,8,16")
@@ -86,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.workload != "decoder":
+        return _other(args)
+    if not args.operators:
+        ap.error("--operators is required for --workload decoder (name:first-last,...)")
     model = DecoderLM.load(args.model_path) if args.model_path else DecoderLM.seeded()
     groups = []
     for item in args.operators.split(","):
@@ -104,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     prof = ModelProfile(model=f"DecoderLM-{model.cfg.n_layers}x{model.cfg.d_model}", gpu=device,
                         gpu_memory_gib=80.0, gpu_watts=0.0, idle_watts=0.0, operators=tuple(ops), modelled=False,
                         source=f"measured on {device} with torch {torch.__version__}, 1 thread", notes=notes)
+    prof = _renamed(prof, args.rename)
     prof.save(Path(args.out))
     print(f"wrote {args.out}: " + "; ".join(notes))
     return 0

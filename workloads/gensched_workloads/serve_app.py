@@ -1,5 +1,6 @@
 """The split model as a Ray Serve application: one deployment per model operator, chained by an
-ingress that streams generated tokens over HTTP (newline-delimited JSON).
+ingress that streams generated tokens over HTTP (newline-delimited JSON). Typed operators of a
+diffusion pipeline or a mixture-of-experts decoder are served by ``serve_diffusion`` / ``serve_moe``.
 
 ``build_app(args)`` is the ``import_path`` target of the RayService ``serveConfigV2`` the operator
 renders; per-deployment ``num_replicas`` / ``ray_actor_options`` there (or ``.options`` locally)
@@ -88,7 +89,21 @@ class Ingress:
 
 def build_app(args: dict[str, Any]) -> serve.Application:
     """``args``: ``operators`` as [{"name", "layers": [first, last]}], plus ``uri`` or ``config``/``seed``.
-    Optional ``replicas`` {name: n} and ``num_cpus`` (per replica) for local runs."""
+    Optional ``replicas`` {name: n} and ``num_cpus`` (per replica) for local runs. Typed operators
+    (``family`` Diffusion or MoE, as the operator renders them) build the pipeline's or the MoE's app."""
+    family = args.get("family")
+    if family == "Diffusion":
+        from gensched_workloads.serve_diffusion import build_diffusion_app
+
+        return build_diffusion_app(args)
+    if family == "MoE":
+        from gensched_workloads.serve_moe import build_moe_app
+
+        return build_moe_app(args)
+    if any(o.get("type", "Layers") != "Layers" for o in args["operators"]):
+        from gensched_workloads.serve_dense import build_dense_app
+
+        return build_dense_app(args)  # typed (Attention / FFN / Embedding) or prefill / decode
     model_cfg = load_model(args).cfg
     groups = [(o["name"], int(o["layers"][0]), int(o["layers"][1])) for o in args["operators"]]
     specs = split(model_cfg.n_layers, groups)
