@@ -55,7 +55,8 @@ def test_generativejob_crd_has_status_columns_and_cel() -> None:
     crd = yaml.safe_load(crd_files()["gensched.io_generativejobs.yaml"].split("\n", 1)[1])
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]][:7] == ["Mode", "Phase", "GPUs", "Node", "Queue", "Waiting", "Start"]
+    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert columns[:7] == ["Mode", "Phase", "GPUs", "Node", "Queue", "Waiting", "Start"]
     assert crd["spec"]["names"]["shortNames"] == ["gj"] and crd["spec"]["names"]["categories"] == ["gensched"]
     rules = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
     assert any("has(self.batch)" in r["rule"] for r in rules)
