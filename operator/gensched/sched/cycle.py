@@ -4,7 +4,8 @@ QueueSort (priority, latest safe start, age) -> per job: quota check -> Filter (
 nodes held for others) -> Score and Reserve (the packing policy) -> on failure PostFilter:
 preempt lower-priority interruptible work, or defragment by moving interruptible work, or hold the
 node where the head job fits soonest (EASY backfill: later jobs may only use that node if they end
-before the head job's reserved start).
+before the head job's reserved start; ``Settings.reservations`` > 1 holds a node for as many blocked
+jobs, each on its own node).
 
 Nothing here talks to Kubernetes: the operator builds the snapshot from its watch caches and applies
 the decisions; the simulator does the same on a trace, so both run this code.
@@ -106,6 +107,7 @@ class _Cycle:
         self.outcomes: dict[tuple, tuple] = {}  # (shape, priority, block, picture version) -> its Wait
         self.elsewhere: dict[tuple, bool] = {}
         self._owners: tuple[int, dict[str, tuple[int, ...]]] = (-1, {})
+        self.held_rows: set[int] = set()  # nodes reserved for blocked jobs this cycle
         self._kth: tuple[int, np.ndarray] = (-1, np.empty(0))
         self.blocks: dict[tuple, np.ndarray] = {}
         self.bver = 0  # bumped when nominated nodes or the head change (the blocks they make)
@@ -152,7 +154,12 @@ class _Cycle:
         return self.static[key]  # type: ignore[return-value]
 
     def _set_head(self, head: HeadReservation) -> None:
-        self.out.head = head
+        """Hold a node for a blocked job: the first is the head job (EASY), more with Settings.reservations."""
+        if self.out.head is None:
+            self.out.head = head
+        self.out.reservations.append(head)
+        if head.node in self.state.index:
+            self.held_rows.add(self.state.index[head.node])
         self.bver += 1
 
     def _nominate(self, row: int, key: str | None) -> None:
@@ -172,21 +179,24 @@ class _Cycle:
 
     def _block_key(self, job: WaitingJob) -> tuple:
         owned = self._owned(job.key) if self.nominated else ()
-        head = self.out.head
-        past_head = (head is not None and head.key != job.key and self.cfg.backfill == Backfill.EASY
-                     and not ends_before(job.duration_s, self.now, head.start))
-        return (job.tolerations, owned, past_head, self.bver)
+        past = ()  # per held node: would the job still run at that reservation's start (so must keep off)?
+        if self.out.reservations and self.cfg.backfill == Backfill.EASY:
+            past = tuple(r.key != job.key and not ends_before(job.duration_s, self.now, r.start)
+                         for r in self.out.reservations)
+        return (job.tolerations, owned, past, self.bver)
 
     def _blocked_for(self, job: WaitingJob, bkey: tuple | None = None) -> np.ndarray:
-        """Rows ``job`` may not use now: taints, nodes held for others, the head's node (EASY)."""
+        """Rows ``job`` may not use now: taints, nodes held for others, reserved nodes it would not leave in
+        time (EASY)."""
         bkey = bkey or self._block_key(job)
         if bkey not in self.blocks:
             block = ~self._allowed(job)
             for row, owner in self.nominated.items():
                 if owner != job.key:
                     block[row] = True
-            if bkey[2]:
-                block[self.state.index[self.out.head.node]] = True  # type: ignore[union-attr]
+            for r, keep_off in zip(self.out.reservations, bkey[2], strict=False):  # () unless EASY
+                if keep_off and r.node in self.state.index:
+                    block[self.state.index[r.node]] = True
             self.blocks[bkey] = block
         return self.blocks[bkey]
 
@@ -303,15 +313,18 @@ class _Cycle:
             return
         if self._make_room(job, pos, block, (shape, job.priority, bkey)):
             return
-        if head is None and self.cfg.backfill != Backfill.UNRESTRICTED:
-            rows = np.flatnonzero(self._capable(job, shape) & ~block & ~st.cordoned)
-            found = earliest_start(st, req, rows, self.by_row, self.now)
+        held = len(self.out.reservations)
+        if (held == 0 or (held < self.cfg.reservations and self.cfg.backfill == Backfill.EASY)) \
+                and self.cfg.backfill != Backfill.UNRESTRICTED:
+            free = self._capable(job, shape) & ~block & ~st.cordoned
+            free[list(self.held_rows)] = False  # one reservation per node
+            found = earliest_start(st, req, np.flatnonzero(free), self.by_row, self.now)
             if found is not None:
                 node = st.node_at(found[0]).name
                 self._set_head(HeadReservation(job.key, node, found[1]))
+                first = "first in line" if held == 0 else f"reservation {held + 1} of {self.cfg.reservations}"
                 self._wait(job, pos, WaitReason.UNSCHEDULABLE,
-                           f"first in line: node {node} is held for it and should have room "
-                           f"{_when(found[1], self.now)}")
+                           f"{first}: node {node} is held for it and should have room {_when(found[1], self.now)}")
                 return
         if head is not None and self.cfg.backfill == Backfill.EASY:
             # does it fit on a node it may not use (held for the head or for another job)? A no stays a
@@ -323,9 +336,11 @@ class _Cycle:
                 fits = self._any_fits(req, ~self._allowed(job))
                 self.elsewhere[(shape, st.version if fits else None)] = fits
             if fits:
+                where = (f"node {head.node}, held for {head.key}" if len(self.out.reservations) == 1 else
+                         "nodes held for earlier jobs")
                 self._wait(job, pos, WaitReason.BEHIND_HEAD,
-                           f"fits only on node {head.node}, held for {head.key}; it runs longer than the head job's "
-                           "wait (set batch.estimatedDuration to let it backfill)")
+                           f"fits only on {where}; it runs longer than the head job's wait (set "
+                           "batch.estimatedDuration to let it backfill)")
                 return
         self._wait(job, pos, WaitReason.UNSCHEDULABLE, self._explain(job, shape))
 

@@ -122,6 +122,9 @@ class Settings:
     max_preemptions: int = 4
     max_moves: int = 2
     scan_limit: int = 500  # blocked jobs tried per cycle; the rest keep their place (Slurm's bf_max_job_test)
+    # blocked jobs that get a node held for them (EASY backfill: 1, the head job; Moab's RESERVATIONDEPTH);
+    # later jobs may use a held node only if they end before that reservation's start
+    reservations: int = 1
     checkpoint_s: float | None = None  # when a job's last checkpoint is unknown: assume one every so often
 
 
@@ -183,4 +186,5 @@ class CycleResult:
     waiting: list[Wait] = field(default_factory=list)
     evictions: list[Evict] = field(default_factory=list)
     head: HeadReservation | None = None
+    reservations: list[HeadReservation] = field(default_factory=list)  # head first, then later held nodes
     order: list[str] = field(default_factory=list)  # queue order of this cycle
