@@ -5,8 +5,9 @@ Run: python benchmarks/packing_dynamic.py [--data ../shared/data/alibaba-gpu-v20
        [--loads 0.8,1.0,1.2] [--workers 2] [--out out/packing_dynamic] [--variants]
 Prints a markdown table per load and the issue's targets at load 1.0, met or missed. JSON and a plot of
 the queueing delay distributions go to --out. ``--variants`` adds gensched alone at load 1.0 with LS above
-BE (preemption active) and with noisy duration estimates (the baselines do not use either, so their
-numbers at load 1.0 stand for those runs too). Protocol: docs/benchmarks.md, "Dynamic packing".
+BE (preemption active), with noisy duration estimates, and with 4 reservations instead of EASY's one
+(the baselines use none of these, so their numbers at load 1.0 stand for those runs too).
+Protocol: docs/packing.md, "Dynamic packing"; results: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def main() -> None:
     nodes, pods = data / "openb_node_list_gpu_node.csv", data / f"openb_pod_list_{args.pods}.csv"
     loads = [float(x) for x in args.loads.split(",")]
     res = run_dynamic(nodes, pods, list(POLICY_NAMES), loads, args.seeds, out / "dynamic.json",
-                      out / "queue_delays.png", workers=args.workers, quiet=True)
+                      out / "queue_delays.png", workers=args.workers)  # progress per (load, seed) on stderr
     blocks = {f"{res['load']:g}": res} if "policies" in res else res["loads"]
     print(f"\nwall {res['wall_s']:.0f} s; protocol {res['protocol']}")
     for load, block in blocks.items():
@@ -94,9 +95,10 @@ def main() -> None:
             print(f"- {'met' if ok else 'MISSED'}: {what} ({numbers})")
     if args.variants:
         for label, opts in (("LS, Burstable, Guaranteed above BE (preemption)", {"priorities": "qos"}),
-                            ("noisy estimates (x lognormal, sigma 1)", {"estimates": "noisy"})):
+                            ("noisy estimates (x lognormal, sigma 1)", {"estimates": "noisy"}),
+                            ("4 reservations (EASY holds one node)", {"reservations": 4})):
             v = run_dynamic(nodes, pods, ["gensched"], [1.0], args.seeds,
-                            out / f"gensched_{'_'.join(opts.values())}.json", None, workers=args.workers,
+                            out / f"gensched_{'_'.join(map(str, opts.values()))}.json", None, workers=args.workers,
                             quiet=True, **opts)
             print(f"\n### gensched at load 1.0, {label}\n")
             print("\n".join(table(v)))

@@ -194,7 +194,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                     [float(x) for x in args.load.split(",")], args.seeds, Path(args.json) if args.json else None,
                     Path(args.plot) if args.plot else None, workers=args.workers, warmup_h=args.warmup_h,
                     horizon_h=args.horizon_h, checkpoint_min=args.checkpoint_min, priorities=args.priorities,
-                    estimates=args.estimates, noise_sigma=args.noise_sigma, cycle_s=args.cycle_s)
+                    estimates=args.estimates, noise_sigma=args.noise_sigma, cycle_s=args.cycle_s,
+                    reservations=args.reservations)
         return 0
     if args.what == "packing":
         from gensched.sim.packing_cli import run_packing
@@ -276,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     dy.add_argument("--cycle-s", type=_float_in(1, 300), default=10.0,
                     help="a cycle runs at the next multiple of this many seconds after an arrival or departure "
                          "(1: every second with one)")
+    dy.add_argument("--reservations", type=_int_in(1, 100), default=1,
+                    help="gensched: blocked jobs that get a node held for them (1: EASY backfill)")
     dy.add_argument("--workers", type=_int_in(1, 64), default=1, help="processes (one (load, seed) each)")
     pk.add_argument("--json", default=None, help="write results here")
     pk.add_argument("--plot", default=None, help="draw allocation curves to this PNG (needs matplotlib)")

@@ -317,3 +317,66 @@ def test_the_cycles_fast_paths_agree_with_the_plain_definitions(snap):
         rows = np.arange(len(st.index))
         assert earliest_start(st, job.request, rows, by_row, 5.0) == _earliest_reference(st, job.request, rows,
                                                                                          by_row, 5.0)
+
+
+def test_more_reservations_hold_a_node_for_each_blocked_job_and_none_is_delayed():
+    from gensched.packing import Allocation
+    from gensched.sched import RunningJob, Settings, Snapshot, WaitingJob, WaitReason
+
+    state = ClusterState([GpuNode(f"n{i}", 8, "A100", 80.0, 96_000, 1024 * 1024) for i in range(3)])
+    running = []
+    for i, end in enumerate((100.0, 200.0, 300.0)):
+        alloc = Allocation(f"r{i}", f"n{i}", (0,), 1000, 0.0, 1000, 1024)
+        state.reserve(alloc)
+        running.append(RunningJob(f"r{i}", alloc, expected_end=end, strategy="BestFit"))
+
+    def job(key: str, gpus: int, at: float, dur: float | None = None) -> WaitingJob:
+        return WaitingJob(key, GpuRequest(key, whole_gpus=gpus, cpu_milli=1000, memory_mib=1024), queued_at=at,
+                          duration_s=dur, strategy="BestFit")
+
+    waiting = [job("big1", 8, 0), job("big2", 8, 1), job("long", 7, 2, 1000.0), job("long2", 7, 3, 1000.0)]
+    one = schedule(Snapshot(state=state, now=0.0, waiting=waiting, running=running,
+                            settings=Settings(reservations=1, preemption=False, defragmentation=False)),
+                   cache(get_placer))
+    assert [(r.key, r.node, r.start) for r in one.reservations] == [("big1", "n0", 100.0)]
+    assert sorted(p.alloc.node for p in one.placed) == ["n1", "n2"]  # EASY: only n0 is held
+    for p in one.placed:
+        state.release(p.key)
+    two = schedule(Snapshot(state=state, now=0.0, waiting=waiting, running=running,
+                            settings=Settings(reservations=2, preemption=False, defragmentation=False)),
+                   cache(get_placer))
+    assert [(r.key, r.node, r.start) for r in two.reservations] == [("big1", "n0", 100.0), ("big2", "n1", 200.0)]
+    assert two.head == two.reservations[0]
+    assert {p.key: p.alloc.node for p in two.placed} == {"long": "n2"}  # n0 and n1 are held past its end
+    assert {w.key: w.reason for w in two.waiting}["long2"] == WaitReason.BEHIND_HEAD
+    for p in two.placed:
+        state.release(p.key)
+    short = [*waiting[:2], job("short", 7, 2, 150.0)]  # ends before n1's reserved start: may use n1
+    three = schedule(Snapshot(state=state, now=0.0, waiting=short, running=running,
+                              settings=Settings(reservations=2, preemption=False, defragmentation=False)),
+                     cache(get_placer))
+    assert {p.key: p.alloc.node for p in three.placed}["short"] in ("n1", "n2")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@given(snapshots())
+def test_no_reserved_start_is_delayed_by_what_backfills(snap):
+    from gensched.sched import Backfill, RunningJob, Settings
+    from gensched.sched.capacity import earliest_start
+
+    snap.settings = Settings(backfill=Backfill.EASY, reservations=3)
+    out = schedule(snap, cache(get_placer))
+    if out.evictions:
+        return
+    s = snap.state
+    jobs = {j.key: j for j in snap.waiting}
+    assert len({r.node for r in out.reservations}) == len(out.reservations) <= 3
+    for res in out.reservations:
+        row = s.index[res.node]
+        there = [r for r in snap.running if r.alloc.node == res.node]
+        for p in out.placed:
+            if p.alloc.node == res.node:
+                d = jobs[p.key].duration_s
+                there.append(RunningJob(p.key, p.alloc, expected_end=None if d is None else d))
+        found = earliest_start(s, jobs[res.key].request, np.array([row]), {row: there}, 0.0)
+        assert found is not None and found[1] <= res.start + 1e-9

@@ -4,19 +4,21 @@
 runs with a Poisson resampling of a trace's tasks, and measures what a queue adds to packing:
 queueing delay per task class, starvation of large jobs, allocation over time, preemption losses.
 
-Protocol (docs/benchmarks.md, "Dynamic packing"):
+Protocol (docs/packing.md, "Dynamic packing"; results in docs/benchmarks.md):
 - Tasks: the pod list's rows, each with its duration ``deletion_time - creation_time`` (seconds).
   Rows without either time or with a negative duration are dropped; a duration of 0 s is clamped to
   1 s (a task runs at least one tick). Both are counted in the output (``trace``).
 - Arrivals: Poisson, task types drawn uniformly with replacement, at the rate that offers ``load`` x
   the cluster's GPUs: rate = load x GPUs / E[GPUs x duration] (mean over the tasks, so a task's GPU
-  demand and duration are not assumed independent). Times are whole seconds (the trace's resolution);
-  arrivals and departures in the same second are applied together, then one cycle runs.
+  demand and duration are not assumed independent). Times are whole seconds (the trace's resolution).
+- Cycles: one at the first multiple of ``cycle_s`` at or after an arrival or departure, with every
+  event up to it applied (``cycle_s`` 1: one per second that has events).
 - Warm start: at t = 0 the cluster receives the stationary population of an unlimited cluster at that
   load (Poisson(rate x E[duration]) tasks, types drawn in proportion to their duration, each with a
-  uniform share of its duration already done), submitted in the order they arrived. Long tasks
-  dominate the trace's GPU-time (tasks over a day hold ~86% of it), so starting empty would need
-  weeks of warm-up. Then ``warmup_h`` hours are discarded; everything reported is measured over
+  uniform share of its duration already done), placed oldest first by the policy's own placer (one
+  that fits nowhere is dropped and counted: the queue starts empty). Long tasks
+  dominate the trace's GPU-time (the 86 tasks over a day hold 91% of it), so starting empty would
+  need weeks of warm-up. Then ``warmup_h`` hours are discarded; everything reported is measured over
   [warmup, horizon): jobs arriving in it, allocation integrated over it.
 - Identical arrivals: the arrival stream, the warm-start population and the estimate noise depend
   only on the seed (and the load for rates and the population size), never on the policy; every
@@ -63,12 +65,13 @@ class DynamicPolicy:
     settings: Settings
 
 
-def _policies(checkpoint_s: float) -> dict[str, DynamicPolicy]:
+def _policies(checkpoint_s: float, reservations: int = 1) -> dict[str, DynamicPolicy]:
     fifo = dict(priority=False, preemption=False, defragmentation=False, checkpoint_s=checkpoint_s)
     return {
         "gensched": DynamicPolicy("gensched", "Gensched", Settings(backfill=Backfill.EASY, priority=True,
                                                                    preemption=True, defragmentation=True,
-                                                                   checkpoint_s=checkpoint_s)),
+                                                                   checkpoint_s=checkpoint_s,
+                                                                   reservations=reservations)),
         "fgd-fifo": DynamicPolicy("fgd-fifo", "FGD", Settings(backfill=Backfill.NONE, **fifo)),
         "bestfit-fifo": DynamicPolicy("bestfit-fifo", "BestFit", Settings(backfill=Backfill.NONE, **fifo)),
         "fgd-backfill": DynamicPolicy("fgd-backfill", "FGD", Settings(backfill=Backfill.UNRESTRICTED, **fifo)),
@@ -88,6 +91,7 @@ class DynamicConfig:
     estimates: str = "exact"  # exact: the trace duration; noisy: x lognormal(0, noise_sigma); none: unknown
     noise_sigma: float = 1.0
     cycle_s: float = 10.0  # a cycle runs at the first multiple of this at or after an arrival or departure
+    reservations: int = 1  # gensched: blocked jobs that get a node held for them (1: EASY backfill)
 
     def __post_init__(self) -> None:
         if not 0 < self.load <= 10:
@@ -99,6 +103,8 @@ class DynamicConfig:
             raise ValueError(f"--checkpoint-min {self.checkpoint_min:g}: must be above 0")
         if not 1 <= self.cycle_s <= 300:
             raise ValueError(f"--cycle-s {self.cycle_s:g}: must be 1..300 seconds (trace times are whole seconds)")
+        if not 1 <= self.reservations <= 100:
+            raise ValueError(f"--reservations {self.reservations}: use 1 (EASY backfill) to 100")
         if self.priorities not in ("equal", "qos"):
             raise ValueError(f"--priorities {self.priorities!r}: use equal or qos")
         if self.estimates not in ("exact", "noisy", "none"):
@@ -581,7 +587,7 @@ def _run_task(task: tuple[DynamicConfig, int, tuple[str, ...], bool]) -> list[Ru
     cfg, seed, names, keep = task
     assert _TRACE is not None
     arrivals = make_arrivals(_TRACE, cfg, seed)
-    table = _policies(cfg.checkpoint_min * 60)
+    table = _policies(cfg.checkpoint_min * 60, cfg.reservations)
     return [run_dynamic_one(_TRACE, arrivals, table[n], cfg, seed, keep_waits=keep) for n in names]
 
 
