@@ -104,3 +104,21 @@ def test_mig_profiles_parse_from_names_and_product_labels() -> None:
         assert str(exc).startswith("node x:")
     else:
         raise AssertionError("bad profile accepted")
+
+
+def test_baselines_break_ties_by_the_seeded_node_order_as_the_reference_does() -> None:
+    """Equal scores go to the first node of the placer's seeded order, not by name and not re-drawn per pod."""
+    from gensched.packing.policies import tie_order
+
+    names = [f"n{i}" for i in range(6)]
+    nodes = [GpuNode(n, 4, "A100", 80.0, 32_000, 131072) for n in names]
+    for policy in ("BestFit", "DotProduct", "GpuPacking", "GpuClustering"):
+        chosen = set()
+        for seed in range(4):
+            first = names[int(tie_order(names, seed).argmin())]
+            placer = get_placer(policy, seed=seed)
+            for i in range(2):  # the same node again: the order is kept for the run
+                out = placer.place(ClusterState(nodes), GpuRequest(f"r{i}", whole_gpus=1, cpu_milli=1000))
+                assert isinstance(out, Allocation) and out.node == first, policy
+            chosen.add(first)
+        assert len(chosen) > 1

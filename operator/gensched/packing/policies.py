@@ -165,10 +165,13 @@ class _Base:
     def choose(self, state: ClusterState, req: GpuRequest, rows: np.ndarray) -> tuple[int, list[int]]:
         raise NotImplementedError
 
-    def _pick_max(self, rows: np.ndarray, score: np.ndarray) -> int:
-        """Highest score; ties broken uniformly at random (as kube-scheduler's selectHost does)."""
+    def _pick_max(self, state: ClusterState, rows: np.ndarray, score: np.ndarray) -> int:
+        """Highest score; ties to the first node of the seeded order, as the reference simulator does for
+        every policy (its selectHost takes the first seeded-prefixed name, not kube-scheduler's random pick)."""
         best = np.flatnonzero(score >= score.max() - 1e-12)
-        return int(rows[best[0] if best.size == 1 else self.rng.choice(best)])
+        if best.size == 1:
+            return int(rows[best[0]])
+        return int(rows[best[np.argmin(self.tie_rank(state)[rows[best]])]])
 
 
 class FirstFit(_Base):
@@ -201,7 +204,7 @@ class DotProduct(_Base):
         gpu_cap = state.gpu_count[rows] * float(MILLI)
         score = (req.cpu_milli / cpu_cap) * (state.cpu_free[rows] / cpu_cap) + \
             (req.milli_total / gpu_cap) * (state.gpu_free[rows].sum(axis=1) / gpu_cap)
-        row = self._pick_max(rows, -score)  # smallest alignment packs, as the FGD paper's DotProduct does
+        row = self._pick_max(state, rows, -score)  # smallest alignment packs, as the FGD paper's DotProduct does
         return row, _tightest_gpu(state, row, req)
 
 
@@ -213,7 +216,7 @@ class BestFit(_Base):
     def choose(self, state: ClusterState, req: GpuRequest, rows: np.ndarray) -> tuple[int, list[int]]:
         gpu_left = (state.gpu_free[rows].sum(axis=1) - req.milli_total) / (state.gpu_count[rows] * float(MILLI))
         cpu_left = (state.cpu_free[rows] - req.cpu_milli) / state.cpu_total[rows].astype(float)
-        row = self._pick_max(rows, -(gpu_left + cpu_left))
+        row = self._pick_max(state, rows, -(gpu_left + cpu_left))
         return row, _tightest_gpu(state, row, req)
 
 
@@ -235,7 +238,7 @@ class GpuPacking(_Base):
         else:
             score = used_node.astype(float)
         score = score - free.sum(axis=1) / (MAX_SCORE_SCALE * MILLI)
-        row = self._pick_max(rows, score)
+        row = self._pick_max(state, rows, score)
         return row, _tightest_gpu(state, row, req)
 
 
@@ -265,14 +268,14 @@ class GpuClustering(_Base):
     def choose(self, state: ClusterState, req: GpuRequest, rows: np.ndarray) -> tuple[int, list[int]]:
         tag = self.kind(req)
         if tag is None:
-            row = self._pick_max(rows, np.zeros(len(rows)))
+            row = self._pick_max(state, rows, np.zeros(len(rows)))
             return row, _tightest_gpu(state, row, req)
         left = state.gpu_free[rows].sum(axis=1)
         within = (25 * (self.MAX_SPEC - left)) // self.MAX_SPEC
         tiers = np.array([(3 if len(h) == 1 else 2) if h.get(tag) else (1 if not h else 0)
                           for h in (self.hosted[int(r)] for r in rows)])
         score = 25 * tiers + within
-        row = int(rows[int(np.argmax(score))])  # ties: first node in order, like the FGD reference
+        row = self._pick_max(state, rows, score.astype(float))
         counts = self.hosted[row]
         counts[tag] = counts.get(tag, 0) + 1
         return row, _tightest_gpu(state, row, req)
