@@ -40,12 +40,14 @@ def main() -> None:
     print(f"\nGPU allocation at 130% arrived workload, median of {args.seeds} seeds (seeds 42..)")
     names = list(rows[0][1])
     print(f"{'pod list':<12} {'FGD paper':>9} " + " ".join(f"{n[:10]:>10}" for n in names)
-          + f" {'Gen-FGD':>8} {'FGD-paper':>9} {'Gen>=FGD':>8}")
+          + f" {'Gen-FGD':>8} {'FGD-paper':>9} {'Gen-paper':>9} {'Gen>=FGD':>8}")
     for trace, med, wins, n in rows:
+        paper = PUBLISHED_FGD.get(trace, float("nan"))
         gap = med.get("Gensched", float("nan")) - med.get("FGD", float("nan"))
-        repro = med.get("FGD", float("nan")) - PUBLISHED_FGD.get(trace, float("nan"))
-        print(f"{trace:<12} {PUBLISHED_FGD.get(trace, float('nan')):>9.2f} "
-              + " ".join(f"{med[n]:>10.2f}" for n in names) + f" {gap:>+8.2f} {repro:>+9.2f} {wins:>5}/{n}")
+        repro = med.get("FGD", float("nan")) - paper
+        above = med.get("Gensched", float("nan")) - paper
+        print(f"{trace:<12} {paper:>9.2f} " + " ".join(f"{med[n]:>10.2f}" for n in names)
+              + f" {gap:>+8.2f} {repro:>+9.2f} {above:>+9.2f} {wins:>5}/{n}")
     print("published (default trace): " + ", ".join(f"{k} {v}" for k, v in PUBLISHED_OTHERS_DEFAULT.items()))
 
 
