@@ -153,20 +153,17 @@ def test_live_modelled_accounting_names_missing_prices_and_survives_a_restart(
 
 
 class Exporter(Collector):
-    """DCGM exporter metric names and labels for the pods the test registers (energy counter in mJ rising at
-    ``watts``), and the batch entrypoint's outputs counter."""
+    """DCGM exporter metric names and labels for the pods the test registers (an energy counter in mJ that
+    the test sets, and a power reading), and the batch entrypoint's outputs counter."""
 
-    def __init__(self, watts: float = 300.0) -> None:
-        self.watts, self.t0 = watts, time.time()
+    def __init__(self, watts: float = 120.0) -> None:
+        self.watts, self.energy_j = watts, 1e6
         self.pods: dict[str, float] = {}  # pod -> outputs
         self.lock = threading.Lock()
         self.registry = CollectorRegistry()
         self.registry.register(self)
         self.port = free_port()
         self.server, _ = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
-
-    def joules(self, at: float) -> float:
-        return 1e6 + self.watts * (at - self.t0)
 
     def collect(self):  # type: ignore[override]
         labels = ["namespace", "pod", "gpu"]
@@ -175,7 +172,7 @@ class Exporter(Collector):
         outputs = CounterMetricFamily("gensched_workload_outputs", "items", labels=["namespace", "pod"])
         with self.lock:
             for pod, n in self.pods.items():
-                energy.add_metric(["default", pod, "0"], self.joules(time.time()) * 1000)
+                energy.add_metric(["default", pod, "0"], self.energy_j * 1000)
                 power.add_metric(["default", pod, "0"], self.watts)
                 outputs.add_metric(["default", pod], n)
         yield from (energy, power, outputs)
@@ -209,14 +206,14 @@ def test_measured_energy_from_dcgm_and_outputs_from_the_workload_counter(
     with exporter.lock:
         exporter.pods[pod] = 40.0
     first = wait_for(lambda: (x := acc(cluster, "synth")).get("ledger", {}).get("cursor", {}).get("energyJoules")
-                     and x, what="a DCGM energy reading")
-    later = wait_for(lambda: (x := acc(cluster, "synth"))["ledger"]["cursor"]["t"] > first["ledger"]["cursor"]["t"]
-                     and x, timeout=30, what="a second DCGM reading")
+                     == 1e6 and x, what="a DCGM energy reading")
+    with exporter.lock:
+        exporter.energy_j = 1e6 + 900.0  # the GPU used 900 J since (within what its TDP allows)
+    later = wait_for(lambda: (x := acc(cluster, "synth"))["ledger"]["cursor"].get("energyJoules") == 1e6 + 900
+                     and x, timeout=30, what="the next DCGM reading")
     t1, t2 = first["ledger"], later["ledger"]
     measured = t2["total"]["measuredJoules"] - t1["total"].get("measuredJoules", 0.0)
-    assert measured == pytest.approx(t2["cursor"]["energyJoules"] - t1["cursor"]["energyJoules"], rel=1e-9)
-    real_s = (ts(t2["cursor"]["t"]) - ts(t1["cursor"]["t"])) / 2  # the exporter draws 300 W in real time
-    assert measured == pytest.approx(300 * real_s, abs=300 * 2.5)
+    assert measured == pytest.approx(900.0, abs=1e-6)  # exactly the counter's difference, not 400 W x 0.7 x time
     assert t2["total"]["modelledJoules"] == t1["total"]["modelledJoules"]  # nothing modelled once measured
     assert later["energySource"] == "Mixed"  # the first interval, before the series existed, was modelled
     assert any("modelled where DCGM readings were missing" in n for n in later["notes"])

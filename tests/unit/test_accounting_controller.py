@@ -9,6 +9,8 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from gensched.accounting import Ledger, Prices, Sample, advance
 from gensched.controller.accounting_step import Readings, _first_reading, _pod_regex, monotonic
 from tests.harness.ports import free_port
@@ -66,3 +68,22 @@ def test_the_batch_entrypoint_serves_items_done_counting_its_checkpoint(tmp_path
     second = free_port()
     assert main(["--input", str(src), "--output", str(out), "--max-tokens", "2", "--metrics-port", str(second)]) == 0
     assert scrape(second) == 5  # the resumed run continues the count from its checkpoint
+
+
+def test_the_next_sample_is_due_when_the_budget_crosses_warn_at_or_its_limit() -> None:
+    from gensched.api import GenerativeJobSpec, SchedulingPolicySpec
+    from gensched.controller.accounting_step import _budget_horizon_s
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    spec = GenerativeJobSpec.model_validate({
+        "mode": "Batch", "model": {"name": "m", "parametersBillions": 7, "image": "w:1"}, "resources": {"gpus": 2},
+        "batch": {"input": "s3://in"}, "budget": {"maxGpuHours": 1.0, "maxCost": 3.0, "warnAt": 0.5}})
+    policy = SchedulingPolicySpec.model_validate({"accounting": {"pricing": [{"gpuModel": "A100",
+                                                                              "pricePerGpuHour": 2.0}]}})
+    led = advance(Ledger(), Sample(t0, gpus=2, gpu_model="NVIDIA-A100-SXM4-80GB"), Prices())
+    # at 2 GPUs: warnAt of maxGpuHours (0.5 GPU-h) comes after 0.25 h, warnAt of maxCost (1.5 at 4.0/h) after 0.375 h
+    assert _budget_horizon_s(spec, led, policy) == pytest.approx(0.25 * 3600, abs=0.01)
+    later = advance(led, Sample(t0 + timedelta(hours=0.3), gpus=2, gpu_model="NVIDIA-A100-SXM4-80GB"), Prices())
+    # past warnAt of GPU-hours (0.6 GPU-h used; this ledger was priced at zero): next is that limit, 0.2 h away
+    assert _budget_horizon_s(spec, later, policy) == pytest.approx(0.2 * 3600, abs=0.01)
+    assert _budget_horizon_s(spec.model_copy(update={"budget": None}), led, policy) is None

@@ -41,12 +41,14 @@ from gensched.accounting import (
     Prices,
     Sample,
     ServeSample,
+    Usage,
     advance,
     circuit_breaker,
     evaluate,
     finalize,
     latch,
     merge,
+    seconds_to_exhaustion,
     to_status,
 )
 from gensched.accounting.budgets import BudgetVerdict
@@ -413,6 +415,8 @@ def _account_batch(body: dict, job: dict, step: Step, alloc: Allocation, spec: G
             prices, notes = prices_for(policy_name, policy, ns, now)
             _write(body, step, ledger, prices, policy, notes, Readings(), "items", _job_verdict(spec, ledger), now)
         return default_s
+    # sample at the interval, and when the warning threshold or the limit is due at the current spend
+    interval = min(interval, _budget_horizon_s(spec, ledger, policy) or interval)
     due = final or closing or ledger.cursor is None or (now - ledger.cursor.t).total_seconds() >= interval
     if not due:
         return _next_s(ledger, now, interval, default_s)
@@ -440,7 +444,8 @@ def _account_batch(body: dict, job: dict, step: Step, alloc: Allocation, spec: G
     _write(body, step, ledger, prices, policy, notes, r, "items", verdict, now)
     if verdict is not None:
         _job_budget_actions(body, job, step, verdict, spec, final or closing)
-    return _next_s(ledger, now, interval, default_s)
+    every = float(policy.accounting.interval_seconds)
+    return _next_s(ledger, now, min(every, _budget_horizon_s(spec, ledger, policy) or every), default_s)
 
 
 def _first_reading(ledger: Ledger, r: Readings, gpus: float) -> Ledger:
@@ -467,6 +472,27 @@ def _next_s(ledger: Ledger, now: datetime, interval: float, default_s: float) ->
         return min(default_s, 1.0)
     left = interval - (now - ledger.cursor.t).total_seconds()
     return max(0.5, min(default_s, clock.real_seconds(timedelta(seconds=max(0.0, left))) + 0.05))
+
+
+def _budget_horizon_s(spec: GenerativeJobSpec | None, ledger: Ledger, policy: SchedulingPolicySpec) -> float | None:
+    """Seconds from the last sample until the job's budget crosses warnAt or a limit at the GPUs it holds
+    (GPU-hours and GPU-hour cost; gCO2 is checked at every sample), so neither is passed by a whole interval."""
+    limits, c = job_limits(spec), ledger.cursor
+    if limits is None or c is None or c.gpus <= 0:
+        return None
+    acc = policy.accounting
+    price = Prices(per_gpu_hour={p.gpu_model: p.price_per_gpu_hour for p in acc.pricing},
+                   default_per_gpu_hour=acc.default_price_per_gpu_hour).gpu_hour_price(c.gpu_model) or 0.0
+    rate = Usage(gpu_seconds=c.gpus, gpu_cost=price * c.gpus / 3600)
+    w = limits.warn_at
+    warn = Limits(gpu_hours=limits.gpu_hours * w if limits.gpu_hours else None,
+                  cost=limits.cost * w if limits.cost else None, gco2=limits.gco2 * w if limits.gco2 else None)
+    best: float | None = None
+    for lim in (warn, limits):
+        left = seconds_to_exhaustion(ledger.total, lim, rate)
+        if left is not None and left > 0:
+            best = left if best is None else min(best, left)
+    return best + 0.001 if best is not None else None
 
 
 def job_limits(spec: GenerativeJobSpec | None) -> Limits | None:
@@ -505,6 +531,9 @@ def _job_budget_actions(body: dict, job: dict, step: Step, verdict: BudgetVerdic
             step.events.append(("Warning", "BudgetWarning", verdict.message))
         return
     msg = verdict.message.replace("raise ", "raise spec.budget.")
+    if old not in (BudgetState.WARNING, BudgetState.EXHAUSTED):  # the warning always comes first
+        step.events.append(("Warning", "BudgetWarning", f"job budget passed warnAt ({verdict.used_ratio:.0%} "
+                                                        f"used) and is exhausted"))
     step.condition("BudgetExhausted", True, "Exhausted", msg)
     if ended or (job["metadata"].get("annotations") or {}).get(ANN_EVICT):
         return

@@ -257,6 +257,10 @@ def _events(p: dict, old_rows: list[dict], rows: list[dict]) -> None:
             continue
         if r["state"] == "Warning" and was == "Exhausted":
             continue
+        if r["state"] == "Exhausted" and was not in ("Warning", "Exhausted"):  # the warning always comes first
+            events.post(p, "Warning", "BudgetWarning", f"namespace {r['namespace']} budget ({r['period']}) passed "
+                                                      "warnAt and is exhausted")
+            telemetry.decision("BudgetWarning")
         reason = "BudgetExhausted" if r["state"] == "Exhausted" else "BudgetWarning"
         extra = ": new work of the namespace waits" if r["state"] == "Exhausted" else ""
         events.post(p, "Warning", reason, f"{r['message']}{extra}")
