@@ -107,6 +107,8 @@ def test_live_modelled_accounting_names_missing_prices_and_survives_a_restart(
     assert any("modelled from TDP" in n for n in a["notes"])
     assert any(f"GPU model {A100}: add it to accounting.pricing" in n for n in a["notes"])  # no price for A100
     assert a["cost"] == 0 and a["currency"] == "USD"
+    assert any("no outputs reported yet" in n for n in a["notes"])  # no Prometheus: outputs never appear
+    assert "outputs" not in a and "costPerOutput" not in a and "outputsPerKWh" not in a
     assert a["gCO2"] == pytest.approx(a["energyKWh"] * 200, rel=1e-3)  # the CSV's 200 gCO2/kWh
     c = cond(cluster, "synth", "Accounted")
     assert c["status"] == "True" and c["reason"] == "NoPrices"

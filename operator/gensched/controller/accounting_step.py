@@ -720,6 +720,9 @@ def _write(body: dict, step: Step, ledger: Ledger, prices: Prices, policy: Sched
     currency = policy.accounting.currency
     acc = to_status(ledger, prices, currency, unit if ledger.total.outputs > 0 or r.outputs is not None else None,
                     verdict)
+    if "outputs" not in acc:  # no output counter ever read: no ratios (not "0 per kWh")
+        for k in ("costPerOutput", "gpuSecondsPerOutput", "outputsPerKWh"):
+            acc.pop(k, None)
     live = [*notes, *(r.notes or [])]
     if r.outputs is None and ledger.cursor is not None and ledger.cursor.outputs is None:
         live.append(f"no outputs reported yet ({OUTPUTS_METRIC if unit == 'items' else 'requests served'} not in "
