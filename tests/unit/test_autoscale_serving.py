@@ -218,3 +218,15 @@ def test_cli_diffusion_interface(tmp_path: Path) -> None:
         got["strategies"]["model_level"]["config"]["loop_s"]  # the ablation: same loop period ...
     assert got["strategies"]["per_operator"]["config"]["per_operator"] is True
     assert "comparison" in got and "per-operator vs model level" in proc.stdout
+
+
+def test_goodput_on_fixed_gpus_grows_with_the_gpus() -> None:
+    req = requests(120, 60)
+    tuned = {"model_level": ad.model_level("shared", (1.0, 1, 1.0)),
+             "per_operator": ad.per_operator((0.5, 1, 1.0), (0.25, 1, 1.0), None)}
+    say = lambda s: None  # noqa: E731
+    one = ad.fixed_gpu_goodput(H100_SD, req, tuned, 1, say, steps=4)
+    four = ad.fixed_gpu_goodput(H100_SD, req, tuned, 4, say, steps=4)
+    for name in tuned:
+        assert 0 <= one[name]["rate_scale"] <= four[name]["rate_scale"]
+        assert four[name]["goodput_rps"] > 0 and four[name]["slo_attainment"] >= 0.99

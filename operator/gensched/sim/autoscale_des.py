@@ -74,6 +74,8 @@ class Strategy:
     lora_merged: bool = False  # pipelines dedicated to the LoRA workflow merge it into their weights
     stabilization_s: float = 60.0
     scale_up_step: int = 16
+    hop_ms: float | None = None  # fixed cost of a call between deployments (default HOP_MS)
+    drop_late: bool = True  # drop a request still waiting for a replica after its SLO (else serve it late)
 
 
 @dataclass
@@ -141,7 +143,7 @@ def slo_seconds(profile: ModelProfile, req: ImageRequests) -> np.ndarray:
         if key not in cache:
             steps, px, cfg, wf = key
             items = 2 if cfg else 1
-            ctx = float((px // 8) ** 2)
+            ctx = float((px // req.latent_factor) ** 2)
             ms = call_ms(ops["text-encoder"], items, TEXT_TOKENS, 1.0) + call_ms(ops["vae-decoder"], 1, ctx, 1.0)
             step = call_ms(ops["denoiser"], items, ctx, 1.0)
             if wf == 2:
@@ -158,7 +160,9 @@ class _Sim:
         self.ops: dict[str, OperatorProfile] = {o.name: o for o in profile.operators}
         self.n = len(req)
         self.items = np.where(req.guidance, 2, 1)
-        self.ctx = ((req.pixels // 8) ** 2).astype(float)
+        self.lf = req.latent_factor
+        self.hop = HOP_MS if strat.hop_ms is None else strat.hop_ms
+        self.ctx = ((req.pixels // self.lf) ** 2).astype(float)
         self.cls = req.pixels.astype(int)
         self.slo = slo_seconds(profile, req)
         # plain lists for the hot paths (numpy scalars are slow to index one by one)
@@ -298,11 +302,11 @@ class _Sim:
 
     def hop_ms(self, i: int, what: str) -> float:
         px = int(self.req.pixels[i])
-        tokens = (px // 8) ** 2
+        tokens = (px // self.lf) ** 2
         items = int(self.items[i])
         nbytes = {"emb": items * TEXT_TOKENS * TEXT_HIDDEN * 2, "lat": 4 * tokens * 2,
                   "cn": items * tokens * CONTROL_VALUES_PER_TOKEN * 2, "img": 3 * px * px}[what]
-        return HOP_MS + nbytes / (LINK_GB_S * 1e9) * 1000
+        return self.hop + nbytes / (LINK_GB_S * 1e9) * 1000
 
     def finish(self, i: int, t: float) -> None:
         self.done[i] = t
@@ -321,7 +325,7 @@ class _Sim:
             i = q[k].popleft()
             if not q[k]:
                 keys.remove(k)
-            if now - self.t_l[i] > self.slo_l[i]:
+            if self.s.drop_late and now - self.t_l[i] > self.slo_l[i]:
                 self.res.dropped += 1
                 self.remaining -= 1
                 continue
@@ -368,7 +372,7 @@ class _Sim:
         while dq and len(batch) < d.batch:
             i = dq.popleft()
             if st in ("te", "vae", "cn") and self.s.per_operator:
-                if st == "te" and now - self.t_l[i] > self.slo_l[i]:
+                if st == "te" and self.s.drop_late and now - self.t_l[i] > self.slo_l[i]:
                     self.res.dropped += 1
                     self.remaining -= 1
                     continue
@@ -378,7 +382,7 @@ class _Sim:
             self.start_call(r, now)
             return
         items = sum(self.items_l[i] for i in batch)
-        ctx = TEXT_TOKENS if st == "te" else float(c // 8) ** 2
+        ctx = TEXT_TOKENS if st == "te" else float(c // self.lf) ** 2
         op = self.ops[STAGE_OPERATOR[st]]
         share, stretch = d.share, r.stretch
         cost = call_cost(op, items, ctx)
@@ -551,7 +555,7 @@ class _Sim:
             elif kind == 4:
                 i = payload[0]
                 if self.s.per_operator:
-                    self.push(now + HOP_MS / 1000, 1, (self.stage_dep["te"], "te", i))
+                    self.push(now + self.hop / 1000, 1, (self.stage_dep["te"], "te", i))
                 else:
                     self.enqueue(self.wf_dep[int(self.wf_l[i])], "admit", i, now)
             else:

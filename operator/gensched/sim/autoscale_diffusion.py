@@ -168,11 +168,12 @@ def result_dict(r: Result, s: Strategy) -> dict:
 
 def window(req: ImageRequests, end_s: float) -> ImageRequests:
     k = int(np.searchsorted(req.t, end_s))
-    return ImageRequests(req.t[:k], req.steps[:k], req.pixels[:k], req.guidance[:k], req.workflow[:k], req.name)
+    return replace(req, t=req.t[:k], steps=req.steps[:k], pixels=req.pixels[:k], guidance=req.guidance[:k],
+                   workflow=req.workflow[:k])
 
 
 def scaled(req: ImageRequests, factor: float) -> ImageRequests:
-    return ImageRequests(req.t / factor, req.steps, req.pixels, req.guidance, req.workflow, req.name)
+    return replace(req, t=req.t / factor)
 
 
 def compare(profile: ModelProfile, req: ImageRequests, tune_s: float, say: Say) -> tuple[dict, dict[str, Strategy]]:

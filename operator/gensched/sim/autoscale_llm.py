@@ -66,33 +66,40 @@ def _tune(name: str, runs: list[tuple[str, Callable[[], StrategyResult]]], say: 
     return best
 
 
-def tune_model_level(tr: Trace, prof: ModelProfile, slo: SLO, say: Say
-                     ) -> tuple[StrategyResult, tuple[float], float]:
+def tune_model_level(tr: Trace, prof: ModelProfile, slo: SLO, say: Say, shares: tuple[float, ...] = MODEL_SHARES,
+                     headrooms: tuple[float, ...] = HEADROOMS) -> tuple[StrategyResult, tuple[float], float]:
     need = sum(o.weights_gib for o in prof.operators) / prof.gpu_memory_gib
     runs = [(f"share {s:g} headroom {h:g}", (lambda s=s, h=h: replay(tr, prof, slo, "model", (s,), shares=(s,),
                                                                           headroom=h)))
-            for s in MODEL_SHARES if s > need * 1.05 for h in HEADROOMS]
+            for s in shares if s > need * 1.05 for h in headrooms]
     best, label = _tune("model_level", runs, say)
     return best, (best.shares[0],), float(label.rsplit(" ", 1)[1])
 
 
-def compare(tr: Trace, prof: ModelProfile, slo: SLO, say: Say, prefill_decode: bool = True
-            ) -> tuple[dict, dict[str, tuple]]:
+def compare(tr: Trace, prof: ModelProfile, slo: SLO, say: Say, prefill_decode: bool = True,
+            model_shares: tuple[float, ...] = MODEL_SHARES, headrooms: tuple[float, ...] = HEADROOMS,
+            extras: bool = True) -> tuple[dict, dict[str, tuple]]:
+    """All strategies on ``tr``; ``extras``: also ``static`` and the ablation (the crossover map skips them)."""
     out: dict[str, dict] = {}
-    ml, ml_shares, ml_h = tune_model_level(tr, prof, slo, say)
-    static = replay(tr, prof, slo, "static", ml_shares, shares=ml_shares, headroom=ml_h)
+    ml, ml_shares, ml_h = tune_model_level(tr, prof, slo, say, model_shares, headrooms)
+    runs: dict[str, StrategyResult] = {}
+    if extras:
+        runs["static"] = replay(tr, prof, slo, "static", ml_shares, shares=ml_shares, headroom=ml_h)
+    runs["model_level"] = ml
     po_shares = choose_shares(prof, p95_load(tr), slo, True, OPERATOR_SHARES)
     po, po_label = _tune("per_operator", [(f"headroom {h:g}", lambda h=h: replay(
-        tr, prof, slo, "operator", ml_shares, shares=po_shares, headroom=h)) for h in HEADROOMS], say)
+        tr, prof, slo, "operator", ml_shares, shares=po_shares, headroom=h)) for h in headrooms], say)
     po_h = float(po_label.rsplit(" ", 1)[1])
-    ablation = replay(tr, prof, slo, "operator", ml_shares, loop_s=INTERVAL_S,
-                      start_s=prof.start_seconds(prof.whole()), shares=po_shares, headroom=po_h)
-    runs = {"static": static, "model_level": ml, "per_operator": po, "per_operator_same_loop": ablation}
+    runs["per_operator"] = po
+    if extras:
+        runs["per_operator_same_loop"] = replay(tr, prof, slo, "operator", ml_shares, loop_s=INTERVAL_S,
+                                                start_s=prof.start_seconds(prof.whole()), shares=po_shares,
+                                                headroom=po_h)
     tuned: dict[str, tuple] = {"model_level": (ml_shares, ml_h), "per_operator": (po_shares, po_h)}
     if prefill_decode:
         pd_shares = choose_pool_shares(prof, p95_load(tr), slo)
         pd, pd_label = _tune("prefill_decode", [(f"headroom {h:g}", lambda h=h: replay_pd(
-            tr, prof, slo, shares=pd_shares, headroom=h)) for h in HEADROOMS], say)
+            tr, prof, slo, shares=pd_shares, headroom=h)) for h in headrooms], say)
         runs["prefill_decode"] = pd
         tuned["prefill_decode"] = (pd_shares, float(pd_label.rsplit(" ", 1)[1]))
     for name, r in runs.items():

@@ -142,6 +142,7 @@ class ImageRequests:
     guidance: np.ndarray  # bool
     workflow: np.ndarray  # 0 base, 1 lora, 2 control
     name: str = ""
+    latent_factor: int = 8  # pixels per latent pixel (SD: 8)
 
     def __len__(self) -> int:
         return len(self.t)
