@@ -55,16 +55,41 @@ def key_of(body: dict) -> str:
 
 @dataclass
 class Outcome:
-    """What a pass leaves for the loop: a job for the scheduling cycle, and when to look again."""
+    """What a pass leaves for the loop: a job for the scheduling cycle, and when to look again.
+
+    ``step``: for a job handed to the cycle, the pass's status changes, not yet written: the cycle's decision
+    (placed, or why it waits) completes them and writes once (one status write per decision, not two).
+    """
 
     waiting: WaitingJob | None = None
     requeue_s: float | None = None
+    step: Step | None = None
 
 
 # -- policies and priorities ------------------------------------------------------------------------------
 
+_BUILTIN: list[SchedulingPolicySpec] = []
+_PARSED: dict[tuple, SchedulingPolicySpec] = {}  # (name, uid, generation, resourceVersion) -> parsed spec
+
+
+def _parsed(policy: dict) -> SchedulingPolicySpec:
+    """A policy's spec validated once per version: every pass (and cycle) resolves a policy, and building a
+    SchedulingPolicySpec costs about half a millisecond. The instances are shared: read-only."""
+    meta = policy["metadata"]
+    key = (meta.get("name"), meta.get("uid"), meta.get("generation"),
+           None if meta.get("generation") else meta.get("resourceVersion"))
+    spec = _PARSED.get(key)
+    if spec is None:
+        spec = SchedulingPolicySpec.model_validate(policy.get("spec") or {})
+        if len(_PARSED) > 1000:
+            _PARSED.clear()
+        _PARSED[key] = spec
+    return spec
+
+
 def resolve_policy(name: str | None) -> tuple[str, SchedulingPolicySpec]:
-    """The named policy, else the one marked default, else built-in defaults. Raises LookupError."""
+    """The named policy, else the one marked default, else built-in defaults (shared instances: read-only).
+    Raises LookupError."""
     policies = {p["metadata"]["name"]: p for p in CACHE.view("policies")}
     if name:
         if name not in policies:
@@ -74,13 +99,15 @@ def resolve_policy(name: str | None) -> tuple[str, SchedulingPolicySpec]:
     else:
         defaults = sorted(n for n, p in policies.items() if (p.get("spec") or {}).get("default") is True)
         if not defaults:
-            return "(built-in defaults)", SchedulingPolicySpec()
+            if not _BUILTIN:
+                _BUILTIN.append(SchedulingPolicySpec())
+            return "(built-in defaults)", _BUILTIN[0]
         if len(defaults) > 1:
             raise LookupError(f"SchedulingPolicies {', '.join(defaults[:5])} are all marked default: unmark all "
                               "but one (spec.default), or set spec.policyRef on the job")
         chosen = policies[defaults[0]]
     try:
-        return chosen["metadata"]["name"], SchedulingPolicySpec.model_validate(chosen.get("spec") or {})
+        return chosen["metadata"]["name"], _parsed(chosen)
     except ValidationError as exc:
         problems = "; ".join(str(e) for e in format_validation_error(exc))
         raise LookupError(f"SchedulingPolicy '{chosen['metadata']['name']}' is invalid: {problems}") from exc
@@ -137,6 +164,9 @@ def reconcile(body: dict) -> Outcome:
         out = _serve(body, spec, policy, step, edited)
     else:
         out = _batch(body, spec, policy_name, policy, step, edited)
+    if out.waiting is not None:
+        out.step = step  # written with the cycle's decision (see Outcome)
+        return out
     step.flush()
     return out
 

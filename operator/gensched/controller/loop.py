@@ -1,6 +1,7 @@
 """The one reconcile loop: per-job passes for what changed or is due, then one scheduling cycle.
 
-It runs in its own thread, woken by cache changes or every ``period`` seconds. Only the Lease holder
+It runs in its own thread, woken by cache changes or every ``period`` seconds, and passes at most
+``PASS_BATCH`` jobs per iteration (the rest wait for the next one, which starts at once). Only the Lease holder
 runs passes and writes; a standby only keeps its caches (kopf's watches) and a heartbeat. Every
 ``resync`` seconds it re-lists everything, which repairs any lost watch event, and every job is
 looked at again (level-triggered: a missed event costs at most one resync).
@@ -9,6 +10,7 @@ looked at again (level-triggered: a missed event costs at most one resync).
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import threading
 import time
@@ -27,6 +29,9 @@ from gensched.sched import WaitingJob
 
 log = logging.getLogger(__name__)
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0  # back-off of a pass that failed
+# Passes per iteration: a burst of thousands is passed in slices with a cycle after each, so decisions flow
+# while the rest is still being looked at, and the passes' unwritten changes held for the cycle stay bounded.
+PASS_BATCH = 500
 
 
 def relist() -> None:
@@ -51,6 +56,7 @@ class Loop:
         self.scheduler = Scheduler(elector.may_write, workers)
         self.waiting: dict[str, WaitingJob] = {}
         self._steps: dict[str, Step] = {}  # this iteration's passes' status changes, written with the decision
+        self._backlog: dict[str, None] = {}  # jobs due a pass, in the order they became due
         self._due: list[tuple[float, str]] = []  # (monotonic time, key): passes asked for later
         self._failures: dict[str, int] = {}
         self._forgotten: set[str] = set()
@@ -107,10 +113,16 @@ class Loop:
         self.scheduler.settle()
         pic = picture.build(CACHE, self.scheduler.assumed)
         RESERVATIONS.load(pic.state)
-        keys = set(CACHE.take_dirty())
+        for key in CACHE.take_dirty():
+            self._backlog[key] = None
         t = time.monotonic()
         while self._due and self._due[0][0] <= t:
-            keys.add(heapq.heappop(self._due)[1])
+            self._backlog[heapq.heappop(self._due)[1]] = None
+        keys = list(itertools.islice(self._backlog, PASS_BATCH))  # oldest first
+        for key in keys:
+            del self._backlog[key]
+        if self._backlog:
+            CACHE.wake.set()  # more passes are waiting: the next iteration starts at once
         serve, batch = [], []
         for key in keys:
             body = CACHE.get("generativejobs", key)
@@ -166,7 +178,7 @@ class Loop:
             out = Outcome(requeue_s=delay)
         if out.waiting is not None:
             self.waiting[key] = out.waiting
-            if out.step is not None:
+            if out.step is not None and (out.step.changes() or out.step.events):
                 self._steps[key] = out.step
         else:
             self.waiting.pop(key, None)

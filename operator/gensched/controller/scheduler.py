@@ -48,6 +48,9 @@ from gensched.sched import (
 
 log = logging.getLogger(__name__)
 POSITION_REFRESH_S = 30.0  # a waiting job's position is rewritten at most this often (reason changes: at once)
+# Position-only rewrites, all waiting jobs together, head of the queue first: with thousands waiting, every
+# placement shifts every later position, and rewriting them all every 30 s was a steady ~100 writes/s.
+POSITION_WRITES_PER_S, POSITION_BURST = 20.0, 200.0
 BUDGET_WAIT = StrEnum("BudgetWait", {"BUDGET": "BudgetExhausted"}).BUDGET  # not a sched/ reason: decided here
 
 
@@ -107,16 +110,35 @@ def _gpu_hours_used(periods: dict[str, float]) -> dict[str, float]:
     return out
 
 
+_SPECS: dict[tuple[str, str | None, int | None], GenerativeJobSpec | None] = {}  # (key, uid, generation)
+SPEC_MEMO = 50_000
+
+
+def _spec_of(key: str, gj: dict) -> GenerativeJobSpec | None:
+    """The job's validated spec, parsed once per generation (every cycle looks at every running job)."""
+    meta = gj["metadata"]
+    memo = (key, meta.get("uid"), meta.get("generation"))
+    if memo not in _SPECS:
+        if len(_SPECS) >= SPEC_MEMO:
+            _SPECS.clear()
+        try:
+            _SPECS[memo] = GenerativeJobSpec.model_validate(gj.get("spec") or {})
+        except ValidationError:
+            _SPECS[memo] = None
+    return _SPECS[memo]
+
+
 def running_jobs(pic: Picture) -> list[RunningJob]:
     out = []
+    strategies: dict[str | None, str] = {}
     for key, (job, alloc) in pic.jobs.items():
-        gj = CACHE.get("generativejobs", key)
+        gj = CACHE.peek("generativejobs", key)  # read only
         if gj is None:
             continue
-        try:
-            spec = GenerativeJobSpec.model_validate(gj.get("spec") or {})
-        except ValidationError:
-            spec = None
+        spec = _spec_of(key, gj)
+        ref = spec.policy_ref if spec else None
+        if ref not in strategies:
+            strategies[ref] = _strategy(spec)
         st = gj.get("status") or {}
         started = _ts((job.get("status") or {}).get("startTime")) or _ts(st.get("releasedAt")) or time.time()
         duration = None
@@ -128,7 +150,7 @@ def running_jobs(pic: Picture) -> list[RunningJob]:
             key=key, alloc=alloc, namespace=gj["metadata"]["namespace"], priority=int(prio or 0),
             interruptible=bool(spec and spec.batch and spec.batch.interruptible), started_at=started,
             expected_end=started + duration if duration else None, evicting=evicting,
-            strategy=_strategy(spec)))
+            strategy=strategies[ref]))
     return out
 
 
@@ -157,6 +179,9 @@ class Scheduler:
         self._written: dict[str, tuple[tuple, float]] = {}  # GJ key -> (what the queue status said, when)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gensched-apply")
         self.last: CycleResult | None = None
+        self._pending: dict[str, Step] = {}  # during apply: the passes' unwritten changes per job
+        self._releases: dict[str, dict] = {}  # during apply: the release patches, stamped in decision order
+        self._tokens, self._tokens_at = POSITION_BURST, time.monotonic()  # position-only rewrites (token bucket)
 
     def settle(self) -> None:
         """Read back Jobs whose release had an unknown outcome: keep them counted until we know."""
@@ -174,7 +199,8 @@ class Scheduler:
             if job is not None and (job["metadata"].get("annotations") or {}).get(ANN_PLACEMENT):
                 CACHE.mark(key)  # it was released after all: the lifecycle mirrors it
 
-    def cycle(self, pic: Picture, waiting: list[WaitingJob]) -> CycleResult:
+    def cycle(self, pic: Picture, waiting: list[WaitingJob], steps: dict[str, Step] | None = None) -> CycleResult:
+        """Run the cycle and apply it; ``steps``: the passes' unwritten status changes per job (see Outcome)."""
         cfg, quotas, _ = settings_from_policies()
         for w in waiting:
             RESERVATIONS.learn(w.request)
@@ -188,7 +214,7 @@ class Scheduler:
             pos = len(snap.waiting) + i + 1
             result.waiting.append(Wait(w.key, BUDGET_WAIT, blocks[w.namespace], pos))  # type: ignore[arg-type]
         self.last = result
-        self.apply(result, {w.key: w for w in waiting})
+        self.apply(result, {w.key: w for w in waiting}, steps or {})
         telemetry.call("record_cycle", len(result.placed), len(result.waiting), len(result.evictions))
         counts: dict[tuple[str, str], int] = {}
         oldest: dict[str, float] = {}
@@ -200,12 +226,50 @@ class Scheduler:
         telemetry.call("set_pending", counts, oldest)
         return result
 
-    def apply(self, result: CycleResult, waiting: dict[str, WaitingJob]) -> None:
+    def apply(self, result: CycleResult, waiting: dict[str, WaitingJob], steps: dict[str, Step] | None = None) -> None:
+        """Write the decisions (in parallel), each with its pass's changes; then the passes' changes that no
+        decision wrote. A Wait with nothing new to say and no pass changes costs no task and no API call."""
+        self._pending = dict(steps or {})
+        # the release records are stamped here, in decision order: their ``at`` orders decisions for audits and
+        # replays, and the patches below go out in parallel, in no particular order
+        self._releases = {d.key: release_patch(d.alloc) for d in result.placed}
         tasks = [(self._place, d) for d in result.placed] + [(self._evict, d) for d in result.evictions]
-        tasks += [(self._wait, d) for d in result.waiting]
+        self._tokens = min(POSITION_BURST, self._tokens + (time.monotonic() - self._tokens_at) * POSITION_WRITES_PER_S)
+        self._tokens_at = time.monotonic()
+        for d in result.waiting:  # in queue order
+            due = "pass" if d.key in self._pending else self._wait_due(d, waiting)
+            if due == "position":
+                if self._tokens < 1:
+                    continue  # a later cycle rewrites it; a new reason is never held back
+                self._tokens -= 1
+            if due:
+                tasks.append((self._wait, d))
         futures = [self._pool.submit(self._guard, fn, d, waiting) for fn, d in tasks]
         for f in futures:
             f.result()
+        left, self._pending = self._pending, {}
+        futures = [self._pool.submit(self._flush, key, step) for key, step in left.items() if step.changes()
+                   or step.events]
+        for f in futures:
+            f.result()
+
+    def _flush(self, key: str, step: Step) -> None:
+        if not self.may_write():
+            CACHE.mark(key)
+            return
+        try:
+            step.flush()
+        except Exception as exc:
+            log.warning("%s: status not written: %s", key, bounded(exc, 300))
+            CACHE.mark(key)
+
+    def _step(self, key: str, gj: dict) -> Step:
+        """The pass's step for ``key`` if it was computed from this very version of the job, else a new one
+        (a newer version arrived since: it gets its own pass, which recomputes those changes)."""
+        step = self._pending.pop(key, None)
+        if step is not None and step.body["metadata"].get("resourceVersion") == gj["metadata"].get("resourceVersion"):
+            return step
+        return Step(gj)
 
     def _guard(self, fn: Callable, decision: object, waiting: dict[str, WaitingJob]) -> None:
         if not self.may_write():
@@ -227,7 +291,7 @@ class Scheduler:
 
             jname = job_name(gj["metadata"]["name"])
         try:
-            reply = kube().patch_job(ns, jname, release_patch(d.alloc))
+            reply = kube().patch_job(ns, jname, self._releases.pop(d.key, None) or release_patch(d.alloc))
         except Exception as exc:
             if not outcome_unknown(exc):
                 log.warning("%s: release refused (%s); it stays queued", d.key, bounded(exc, 200))
@@ -241,7 +305,7 @@ class Scheduler:
         if reply:
             CACHE.observe("jobs", "MODIFIED", reply)
         job = waiting.get(d.key)
-        step = Step(gj)
+        step = self._step(d.key, gj)
         where = f"on node {d.alloc.node}, GPU {','.join(map(str, d.alloc.gpu_indices))}"
         if d.alloc.gpu_milli != 1000:
             where += f" ({d.alloc.gpu_milli / 1000:g} of the GPU)"
@@ -285,19 +349,32 @@ class Scheduler:
         telemetry.call("record_preemption", d.reason)
         CACHE.mark(d.key)
 
+    @staticmethod
+    def _said(d: Wait) -> tuple:
+        return d.reason.value, d.message if d.reason.value != "Unschedulable" else d.message[:60], d.nominated_node
+
+    def _wait_due(self, d: Wait, waiting: dict[str, WaitingJob], gj: dict | None = None) -> str | None:
+        """What a queue status write would bring: "reason" (a new reason, or not Pending yet), "position" (a
+        new position, at most every 30 s), or None (nothing new: no write)."""
+        gj = gj if gj is not None else CACHE.peek("generativejobs", d.key)
+        if gj is None or d.key not in waiting:
+            return None
+        st = gj.get("status") or {}
+        last = self._written.get(d.key)
+        if last is None or last[0] != self._said(d) or st.get("phase") != Phase.PENDING.value:
+            return "reason"
+        if (st.get("queue") or {}).get("position") == d.position or time.monotonic() - last[1] < POSITION_REFRESH_S:
+            return None
+        return "position"
+
     def _wait(self, d: Wait, waiting: dict[str, WaitingJob]) -> None:
         gj = CACHE.get("generativejobs", d.key)
         job = waiting.get(d.key)
-        if gj is None or job is None:
-            return
+        if gj is None or job is None or not self._wait_due(d, waiting, gj):
+            return  # nothing new to say (a pass's changes are written by apply)
         st = gj.get("status") or {}
         queue = dict(st.get("queue") or {})
-        said = (d.reason.value, d.message if d.reason.value != "Unschedulable" else d.message[:60], d.nominated_node)
-        last = self._written.get(d.key)
-        old_pos = queue.get("position")
-        fresh = last is not None and last[0] == said and st.get("phase") == Phase.PENDING.value
-        if fresh and (old_pos == d.position or time.monotonic() - last[1] < POSITION_REFRESH_S):
-            return
+        said = self._said(d)
         queue.update(position=d.position, priority=job.priority, reason=d.reason.value,
                      waitingFor=bounded(d.message, 512),
                      queuedAt=queue.get("queuedAt") or datetime.fromtimestamp(job.queued_at, UTC).strftime(
@@ -306,15 +383,16 @@ class Scheduler:
             queue["reservedNode"] = d.nominated_node
         else:
             queue.pop("reservedNode", None)
-        step = Step(gj)
+        step = self._step(d.key, gj)
         step.status["queue"] = queue
         ok = d.reason.value not in ("NeverFits", "QuotaExceeded", "BudgetExhausted")
         step.condition("Placed", False, d.reason.value, d.message)
         text = {"Unschedulable": "waiting for GPUs", "NeverFits": "cannot be placed",
                 "QuotaExceeded": "waiting for quota", "BehindHead": "queued", "BudgetExhausted": "waiting for budget",
                 "Preempting": "making room", "Defragmenting": "making room"}[d.reason.value]
+        mine = len(step.events)  # the pass's own Events (if any) stay
         step.phase(Phase.PENDING, f"{text}: {d.message}", (d.reason.value, d.message), warn=not ok)
         if st.get("phase") == Phase.PENDING.value and st.get("message", "").split(":")[0] == text:
-            step.events.clear()  # same kind of wait: the queue status is updated quietly
+            del step.events[mine:]  # same kind of wait: the queue status is updated quietly
         if step.flush():
             self._written[d.key] = (said, time.monotonic())
