@@ -47,7 +47,8 @@ def test_typed_operators_are_accepted_and_imply_the_family() -> None:
     moe = [{"name": "attn", "type": "Attention"}, {"name": "emb", "type": "Embedding"},
            {"name": "hot", "type": "Experts", "experts": "0-1"}, {"name": "cold", "type": "Experts", "experts": "2-7"}]
     assert GenerativeJobSpec.model_validate(job(moe)).serve.model_family() == "MoE"
-    pd = [{"name": "prefill", "type": "Model", "phase": "Prefill"}, {"name": "decode", "type": "Model", "phase": "Decode"}]
+    pd = [{"name": "prefill", "type": "Model", "phase": "Prefill"},
+          {"name": "decode", "type": "Model", "phase": "Decode"}]
     assert GenerativeJobSpec.model_validate(job(pd)).serve.is_pipeline() is False
     stages = [{"name": "a", "layers": "0-15"}, {"name": "b", "layers": "16-31"}]  # pipeline stages stay
     assert GenerativeJobSpec.model_validate(job(stages)).serve.is_pipeline()
