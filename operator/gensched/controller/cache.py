@@ -39,6 +39,19 @@ def _copy(obj: object) -> object:
     return copy.deepcopy(obj)
 
 
+def _trim(kind: str, body: dict) -> dict:
+    """What the cache keeps of an object: all of it but the fields the operator never reads back, as
+    client-go's informer transforms do: ``metadata.managedFields`` (every kind) and a Job's pod template
+    (``spec.template``, most of a Job: 30 of 43 MB at 5,000 Jobs). A new dict: the caller's (a write's
+    reply, kopf's body) stays whole."""
+    spec, meta = body.get("spec"), body.get("metadata")
+    if kind == "jobs" and isinstance(spec, dict) and "template" in spec:
+        body = {**body, "spec": {k: v for k, v in spec.items() if k != "template"}}
+    if isinstance(meta, dict) and "managedFields" in meta:
+        body = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return body
+
+
 def key_of(body: dict) -> str:
     meta = body.get("metadata") or {}
     ns = meta.get("namespace")
@@ -80,7 +93,7 @@ class Cache:
                 if old is not None and rv is not None and rv == old_rv:
                     return  # this very version is held (the watch echo of a write whose reply was stored)
                 tomb.pop(key, None)
-                store[key] = body
+                store[key] = _trim(kind, body)
                 if kind == "policies" and old is not None and old.get("spec") == body.get("spec"):
                     self.wake.set()  # a status-only change (the operator's own write): no job needs a pass
                     return
@@ -100,7 +113,7 @@ class Cache:
 
     def replace(self, kind: str, items: Iterable[dict]) -> None:
         """A full listing: objects not in it are gone (unless a newer version arrived meanwhile)."""
-        fresh = {key_of(b): b for b in items}
+        fresh = {key_of(b): _trim(kind, b) for b in items}
         with self._lock:
             store = self._store[kind]
             for key in list(store):
