@@ -82,3 +82,20 @@ def test_schema_rejects_what_the_models_reject_at_the_boundary() -> None:
     doc["spec"]["resources"]["gpus"] = 0
     with pytest.raises(jsonschema.ValidationError, match="minimum"):
         jsonschema.Draft4Validator(schema).validate(doc)
+
+
+def test_every_field_of_both_crds_has_a_description_for_kubectl_explain() -> None:
+    missing = []
+    for name, text in crd_files().items():
+        crd = yaml.safe_load(text.split("\n", 1)[1]) if text.startswith("#") else yaml.safe_load(text)
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+        def walk(node: dict, path: str, name: str = name) -> None:
+            for key, sub in (node.get("properties") or {}).items():
+                if "description" not in sub:
+                    missing.append(f"{name}: {path}.{key}")
+                walk(sub, f"{path}.{key}")
+                if "items" in sub:
+                    walk(sub["items"], f"{path}.{key}[]")
+        walk(schema, "")
+    assert missing == []

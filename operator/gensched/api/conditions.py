@@ -15,11 +15,11 @@ class Condition(KubeModel):
     """One observation about the object, as ``metav1.Condition`` defines it."""
 
     type: str = Field(description="CamelCase kind of condition, e.g. Valid, Placed, Ready.")
-    status: Literal["True", "False", "Unknown"]
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="CamelCase machine-readable reason.")
     message: str = Field(default="", description="What happened, and what to do about it.")
     last_transition_time: str = Field(description="When status last changed (RFC 3339).")
-    observed_generation: int | None = Field(default=None, ge=0)
+    observed_generation: int | None = Field(default=None, ge=0, description="Spec generation it was set for.")
 
 
 def set_condition(

@@ -136,9 +136,9 @@ def _crd(
                 "description": description,
                 "required": ["spec"],
                 "properties": {
-                    "apiVersion": {"type": "string"},
-                    "kind": {"type": "string"},
-                    "metadata": {"type": "object"},
+                    "apiVersion": {"type": "string", "description": "gensched.io/v1alpha1"},
+                    "kind": {"type": "string", "description": "The kind of this object."},
+                    "metadata": {"type": "object", "description": "Standard object metadata."},
                     **props,
                 },
             }

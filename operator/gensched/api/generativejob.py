@@ -546,16 +546,17 @@ def _ranges(values: list[int]) -> str:
 class Placement(KubeModel):
     """Where the job's GPUs are."""
 
-    node: str
+    node: str = Field(description="Node the job's GPUs are on.")
     gpu_indices: list[int] = Field(default_factory=list, description="GPU indices on the node.")
     gpu_milli: int = Field(ge=1, le=1000, description="Share of each listed GPU, in thousandths.")
-    gpu_model: str | None = None
-    gpu_memory_gib: float | None = Field(default=None, alias="gpuMemoryGiB")
+    gpu_model: str | None = Field(default=None, description="GPU model of that node (nvidia.com/gpu.product).")
+    gpu_memory_gib: float | None = Field(default=None, alias="gpuMemoryGiB",
+                                         description="GPU memory per GPU the job takes.")
 
 
 class TimeSlot(KubeModel):
-    start: str
-    end: str
+    start: str = Field(description="Slot start (RFC 3339).")
+    end: str = Field(description="Slot end (RFC 3339).")
 
 
 class CarbonStatus(KubeModel):
@@ -563,15 +564,16 @@ class CarbonStatus(KubeModel):
 
     signal: str | None = Field(default=None, description="Where the intensity came from and how fresh it is.")
     power_kw: float | None = Field(default=None, description="Modelled draw: GPUs x TDP x utilisation.")
-    expected_gco2: float | None = Field(default=None, alias="expectedGCO2")
+    expected_gco2: float | None = Field(default=None, alias="expectedGCO2",
+                                        description="Expected gCO2 of the planned run.")
     expected_saving_gco2: float | None = Field(default=None, alias="expectedSavingGCO2",
                                                description="Versus starting at the decision time.")
-    expected_saving_pct: float | None = None
+    expected_saving_pct: float | None = Field(default=None, description="Expected saving in percent of the baseline.")
     baseline_intensity: float | None = Field(
         default=None, description="Forecast gCO2/kWh over the run had it started at the decision time.")
     expected_intensity: float | None = Field(default=None, description="Forecast gCO2/kWh over the planned run.")
     energy_kwh: float | None = Field(default=None, alias="energyKWh", description="Measured run time x power.")
-    actual_gco2: float | None = Field(default=None, alias="actualGCO2")
+    actual_gco2: float | None = Field(default=None, alias="actualGCO2", description="Measured gCO2 of the run.")
     actual_saving_gco2: float | None = Field(default=None, alias="actualSavingGCO2",
                                              description="Versus the same run started at the decision time.")
 
@@ -579,10 +581,10 @@ class CarbonStatus(KubeModel):
 class AutoscalingStatus(KubeModel):
     """The per-operator autoscaler's memory and last word (kept here so restarts keep it)."""
 
-    last_evaluated: str | None = None
+    last_evaluated: str | None = Field(default=None, description="When replicas were last re-decided.")
     last_decision: str | None = Field(default=None, description="The last change and why.")
     failures: int = Field(default=0, description="Consecutive passes without metrics (back-off).")
-    next_attempt: str | None = None
+    next_attempt: str | None = Field(default=None, description="When metrics are tried again (back-off).")
     states: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per operator: last change time and recent targets (stabilization).")
     sizing: dict[str, dict[str, Any]] = Field(
@@ -606,21 +608,23 @@ class QueueStatus(KubeModel):
 class GenerativeJobStatus(KubeModel):
     """Observed state of a GenerativeJob, written only by the operator."""
 
-    phase: Phase | None = None
+    phase: Phase | None = Field(default=None,
+                                description="Pending, Deferred, Placed, Running, Succeeded, Failed or Invalid.")
     message: str | None = Field(default=None, description="What is going on, in words a human can act on.")
-    conditions: list[Condition] = Field(default_factory=list)
-    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list,
+                                        description="Kubernetes-style conditions (Valid, Placed, Ready, ...).")
+    observed_generation: int | None = Field(default=None, description="The spec generation this status reflects.")
     policy: str | None = Field(default=None, description="SchedulingPolicy that applied.")
     placement: Placement | None = None
     gpu_memory_gib: float | None = Field(default=None, alias="gpuMemoryGiB", description="Effective GPU memory.")
-    planned_start: str | None = None
+    planned_start: str | None = Field(default=None, description="When the timing decision lets it start (RFC 3339).")
     planned_slots: list[TimeSlot] = Field(default_factory=list, description="When an interruptible job runs.")
     decided_at: str | None = Field(default=None, description="When the timing decision was first made.")
     released_at: str | None = Field(default=None, description="When the operator released the Job to run.")
     carbon: CarbonStatus | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-    gpu_hours: float | None = None
+    started_at: str | None = Field(default=None, description="When its Job started running.")
+    finished_at: str | None = Field(default=None, description="When its Job finished.")
+    gpu_hours: float | None = Field(default=None, description="GPUs x hours it ran (final).")
     job_name: str | None = Field(default=None, description="The batch/v1 Job created for Batch mode.")
     ray_service_name: str | None = Field(default=None, description="The RayService created for Serve mode.")
     operator_replicas: dict[str, int] = Field(default_factory=dict, description="Replicas per model operator.")

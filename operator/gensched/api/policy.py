@@ -125,7 +125,7 @@ class CarbonSpec(KubeModel):
          "message": "timing.carbon.prometheusQuery is required when timing.carbon.provider is Prometheus"},
     ]
 
-    provider: CarbonProvider = CarbonProvider.CSV
+    provider: CarbonProvider = Field(default=CarbonProvider.CSV, description="Where the carbon signal comes from.")
     region: str | None = Field(
         default=None,
         description="Grid region: GB region id 1-17 (none: national), Electricity Maps zone (DE), WattTime region.")
@@ -187,11 +187,12 @@ class TimingSpec(KubeModel):
     safety_margin: str = Field(
         default="30m", pattern=DURATION_PATTERN, description="Slack kept before a deadline (at most 366d)."
     )
-    off_peak_windows: list[OffPeakWindow] = Field(default_factory=list, max_length=64)
+    off_peak_windows: list[OffPeakWindow] = Field(
+        default_factory=list, max_length=64, description="Off-peak windows (OffPeak mode; priced windows for Cost).")
     holidays: list[str] = Field(
         default_factory=list, max_length=1000,
         description="Dates (YYYY-MM-DD, in each window's timezone) treated as all off-peak.")
-    carbon: CarbonSpec | None = None
+    carbon: CarbonSpec | None = Field(default=None, description="The carbon-intensity signal (CarbonAware mode).")
     objective: Objective = Field(
         default=Objective.EMISSIONS,
         description="CarbonAware: minimise Emissions, Cost (window prices), or a Weighted mix of both.")
@@ -302,10 +303,14 @@ class NamespaceQuota(KubeModel):
 
 
 class SchedulingPolicySpec(KubeModel):
+    """How an admin tunes packing, time shifting, queueing, quotas, autoscaling and accounting."""
+
     default: bool = Field(default=False, description="Applies to jobs without spec.policyRef.")
-    packing: PackingSpec = Field(default_factory=PackingSpec)
-    timing: TimingSpec = Field(default_factory=TimingSpec)
-    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    packing: PackingSpec = Field(default_factory=PackingSpec, description="Where work goes: the placement policy.")
+    timing: TimingSpec = Field(default_factory=TimingSpec,
+                               description="When batch work runs: immediately, off-peak or at low carbon.")
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec,
+                                         description="How Serve jobs' model operators are scaled.")
     queueing: QueueingSpec = Field(default_factory=QueueingSpec)
     quotas: list[NamespaceQuota] = Field(default_factory=list, max_length=1000,
                                          description="Per-namespace GPU quotas (cluster-wide, from every policy).")
