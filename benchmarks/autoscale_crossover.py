@@ -1,15 +1,16 @@
 """Where splitting a dense LLM pays (issue 10): the crossover map of docs/benchmarks.md.
 
-    .venv/bin/python benchmarks/autoscale_crossover.py [--minutes 20] [--json OUT.json]
+    .venv/bin/python benchmarks/autoscale_crossover.py [--minutes 10] [--json OUT.json]
 
 Models Llama-2 7B / 13B / 70B on H100 (modelled), prompts as recorded (x1) or 4x longer, rate x1 / x10 /
 x30, and three granularities: whole-model replicas (``model_level``, the baseline, its replica size and
 headroom tuned by replaying), typed operators (``per_operator``: embedding, attention, FFN, LM head) and
 prefill/decode pools (``prefill_decode``). Arrivals: the first ``--minutes`` of the Azure conversation
 trace; rate xK keeps its time shape (each request K times, jittered within +-0.5 s), so autoscaling sees
-the same minutes at K times the load. SLO TTFT 1 s / TBT 100 ms. A cell compares GPU-seconds (whole GPUs
-after packing) at equal SLO attainment: "win" / "loss" when the split meets the SLO at least as often as
-the baseline (or both reach 99%), "worse SLO" otherwise.
+the same minutes at K times the load. SLO TTFT 1 s / TBT 100 ms. Every strategy's control loop runs every
+10 s here (the map is about granularity; the loop-speed ablation is in autoscale_serving.py). A cell
+compares GPU-seconds (whole GPUs after packing) at equal SLO attainment: "win" / "loss" when the split
+meets the SLO at least as often as the baseline (or both reach 99%), "worse SLO" otherwise.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def verdict(split: dict, base: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=20.0)
+    ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--json", default="/tmp/gensched-autoscale/crossover.json")
     ap.add_argument("--models", default=",".join(MODELS))
     args = ap.parse_args(argv)
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 try:
                     out, _ = compare(tr, prof, slo, lambda s: None, model_shares=(0.5, 1.0, 2.0, 4.0, 8.0),
-                                     headrooms=(1.2, 1.5), extras=False)
+                                     headrooms=(1.2, 1.5), extras=False, per_operator_loop_s=10)
                 except ValueError as exc:
                     print(f"| {model} | x{px} | x{rate} | {exc} | | | | |", flush=True)
                     cells.append({"model": model, "prompt": px, "rate": rate, "error": str(exc)})

@@ -8,7 +8,7 @@ the contention of the other replicas on that GPU (``stretch`` >= 1: their bandwi
 GPU's). So a compute-heavy and a bandwidth-heavy operator can share a GPU with little slow-down,
 two compute-heavy ones cannot. A replica spanning ``s > 1`` GPUs (tensor parallel) divides both by
 ``s`` and pays the operator's all-reduce time (``tp_*``). Points are interpolated linearly in the batch
-(extrapolated with the last slope) and between context classes.
+(extrapolated with the last slope) and between context classes. Energy: ``dynamic_joules`` (work-based).
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def compute_fraction(cost: Cost) -> float:
     return cost.compute_ms / cost.gpu_ms if cost.gpu_ms > 0 else 0.0
 
 
-def dynamic_watts(tdp: float, idle: float, share: float, cost: Cost) -> float:
-    """Power above idle while a replica of ``share`` runs a call: compute-bound kernels draw the full
-    dynamic range, memory-bound ones about half (modelled, the same for every strategy)."""
-    return (tdp - idle) * min(share, 1.0) * (0.5 + 0.5 * compute_fraction(cost)) * max(share, 1.0)
+def dynamic_joules(tdp: float, idle: float, cost: Cost) -> float:
+    """Energy above idle of the work of one call, whatever share or time it ran in: compute-bound
+    kernels at the full dynamic range, memory-bound ones at half (modelled, the same for every strategy).
+    The idle power of the GPUs a strategy holds is counted apart (per GPU in use per second)."""
+    return (tdp - idle) * (cost.compute_ms + 0.5 * cost.memory_ms) / 1000

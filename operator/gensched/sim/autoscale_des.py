@@ -13,7 +13,7 @@ Every replica batches up to ``batch`` requests of one resolution per call. Repli
 the packing engine as they start and released when they drain, so GPUs are counted the way a bill
 counts them: whole GPUs with anything on them (``gpu_seconds``), beside the sum of the shares
 (``gpu_seconds_fractional``). A replica starts after ``START_FIXED_S`` + weights / ``LOAD_GIB_S``.
-Energy: idle power of every GPU in use plus the dynamic power of each call (``opmodel.dynamic_watts``).
+Energy: idle power of every GPU in use plus the dynamic energy of each call's work (``opmodel.dynamic_joules``).
 A request meets its SLO when its image is back within ``slo``; one still waiting for a replica after
 its SLO has passed is dropped (a miss), so an overloaded strategy does not queue without bound.
 """
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gensched.autoscale.opmodel import Cost, bandwidth_demand, call_cost, call_ms, dynamic_watts
+from gensched.autoscale.opmodel import Cost, bandwidth_demand, call_cost, call_ms, dynamic_joules
 from gensched.autoscale.policy import Limits, Observation, OperatorState, Settings, decide
 from gensched.autoscale.profiles import ModelProfile, OperatorProfile
 from gensched.packing import Allocation, ClusterState, GpuNode, GpuRequest, get_placer
@@ -387,7 +387,7 @@ class _Sim:
         share, stretch = d.share, r.stretch
         cost = call_cost(op, items, ctx)
         ms = call_ms(op, items, ctx, share, stretch)
-        energy = dynamic_watts(self.p.gpu_watts, self.p.idle_watts, share, cost) * ms
+        energy = dynamic_joules(self.p.gpu_watts, self.p.idle_watts, cost)
         if st == "unet":
             control = [i for i in batch if self.wf_l[i] == 2]
             if control and not self.cn_separate:
@@ -395,11 +395,11 @@ class _Sim:
                 cn_cost = call_cost(self.ops["controlnet"], cn_items, ctx)
                 cn_ms = call_ms(self.ops["controlnet"], cn_items, ctx, share, stretch)
                 ms += cn_ms
-                energy += dynamic_watts(self.p.gpu_watts, self.p.idle_watts, share, cn_cost) * cn_ms
+                energy += dynamic_joules(self.p.gpu_watts, self.p.idle_watts, cn_cost)
             if not (self.s.lora_merged and d.workflows == (1,)) and any(self.wf_l[i] == 1 for i in batch):
                 ms *= 1 + LORA_OVERHEAD
         steps = self._steps(r, st, batch, ms)
-        self.energy_j += steps * energy / 1000
+        self.energy_j += steps * energy
         r.busy = True
         r.running = len(batch)
         self.service[r.dep].extend([ms] * steps)

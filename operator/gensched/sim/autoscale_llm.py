@@ -78,8 +78,9 @@ def tune_model_level(tr: Trace, prof: ModelProfile, slo: SLO, say: Say, shares: 
 
 def compare(tr: Trace, prof: ModelProfile, slo: SLO, say: Say, prefill_decode: bool = True,
             model_shares: tuple[float, ...] = MODEL_SHARES, headrooms: tuple[float, ...] = HEADROOMS,
-            extras: bool = True) -> tuple[dict, dict[str, tuple]]:
-    """All strategies on ``tr``; ``extras``: also ``static`` and the ablation (the crossover map skips them)."""
+            extras: bool = True, per_operator_loop_s: float | None = None) -> tuple[dict, dict[str, tuple]]:
+    """All strategies on ``tr``; ``extras``: also ``static`` and the ablation (the crossover map skips them);
+    ``per_operator_loop_s``: the per-operator loop period (default ``PER_OPERATOR_LOOP_S``)."""
     out: dict[str, dict] = {}
     ml, ml_shares, ml_h = tune_model_level(tr, prof, slo, say, model_shares, headrooms)
     runs: dict[str, StrategyResult] = {}
@@ -88,7 +89,8 @@ def compare(tr: Trace, prof: ModelProfile, slo: SLO, say: Say, prefill_decode: b
     runs["model_level"] = ml
     po_shares = choose_shares(prof, p95_load(tr), slo, True, OPERATOR_SHARES)
     po, po_label = _tune("per_operator", [(f"headroom {h:g}", lambda h=h: replay(
-        tr, prof, slo, "operator", ml_shares, shares=po_shares, headroom=h)) for h in headrooms], say)
+        tr, prof, slo, "operator", ml_shares, shares=po_shares, headroom=h, loop_s=per_operator_loop_s))
+        for h in headrooms], say)
     po_h = float(po_label.rsplit(" ", 1)[1])
     runs["per_operator"] = po
     if extras:
@@ -125,7 +127,7 @@ def replicated(tr: Trace, copies: int, seed: int = 0) -> Trace:
 
 
 def fixed_gpu_goodput(tr: Trace, prof: ModelProfile, slo: SLO, tuned: dict[str, tuple], gpus: int, say: Say,
-                      lo: float = 0.25, hi: float = 64.0, steps: int = 8) -> dict:
+                      lo: float = 0.25, hi: float = 8.0, steps: int = 6) -> dict:
     """Highest rate (x the trace's, time compressed) each strategy serves at >= 99% attainment on
     ``gpus`` GPUs, by bisection on a log scale; goodput = SLO-met requests per second there."""
     out = {}

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from gensched.autoscale.perf import Allocation, bandwidth_demand, busy_fraction, iteration_ms, max_sequences
+from gensched.autoscale.perf import Allocation, bandwidth_demand, iteration_ms, max_sequences
 from gensched.autoscale.profiles import ModelProfile, ProfileError
 from gensched.autoscale.sizing import HEADROOM, SLO, Load
 from gensched.sim.autoscale_packing import GpuCounter
@@ -33,6 +33,7 @@ from gensched.sim.autoscale_sim import (
     StrategyResult,
     Trace,
     _load_between,
+    dynamic_joules,
     forecast,
     p95_load,
 )
@@ -187,7 +188,6 @@ def replay_pd(tr: Trace, profile: ModelProfile, slo: SLO, loop_s: float | None =
             res.replicas_timeline.append(list(reps))
         # Prefill pool: FIFO, as fast as its live replicas compute.
         backlog = float(prefill_left[queue_head:arrived].sum()) if arrived > queue_head else 0.0
-        pre_alloc = _alloc(live[0], sh[0])
         per_tok = iteration_ms(ops, _alloc(1, sh[0]), 0, ref.prompt, PREFILL_CHUNK, stretch) / PREFILL_CHUNK
         budget = live[0] * 1000.0 / per_tok if backlog > 0 else 0.0
         used = 0.0
@@ -202,7 +202,6 @@ def replay_pd(tr: Trace, profile: ModelProfile, slo: SLO, loop_s: float | None =
                 handoff.append((done + transfer_ms(profile, tr.prompt[j]) / 1000, j))
                 ttft[j] = (done - tr.arrival[j]) * 1000 + transfer_ms(profile, tr.prompt[j])
                 queue_head += 1
-        pre_busy = min(1.0, used * per_tok / 1000 / live[0]) if budget > 0 else 0.0
         # KV arrives at the decode pool; admit while its memory holds the sequences.
         arrivals_now = [j for t, j in handoff if t < sec + 1]
         handoff = [(t, j) for t, j in handoff if t >= sec + 1]
@@ -229,10 +228,9 @@ def replay_pd(tr: Trace, profile: ModelProfile, slo: SLO, loop_s: float | None =
             tbt_vals.append(it)
             tbt_w.append(float(got.sum()))
             decoding[active[tokens_left[active] <= 1e-9]] = False
-        busy_d = busy_fraction(ops, dec_alloc, len(active), ctx, 0, it) if it > 0 else 0.0
-        # prefill is compute-bound (full dynamic power while busy); decode as in autoscale_sim
-        dyn = (profile.gpu_watts - profile.idle_watts) * (
-            pre_busy * pre_alloc.gpus + ((0.5 + 0.5 * busy_d) * dec_alloc.gpus if it > 0 else 0.0))
+        prefill_j = dynamic_joules(profile, ops, _alloc(1, sh[0]), 0, ref.prompt, PREFILL_CHUNK) * used / PREFILL_CHUNK
+        decode_j = dynamic_joules(profile, ops, dec_alloc, len(active), ctx, 0) * (1000.0 / it) if it > 0 else 0.0
+        dyn = prefill_j + decode_j
         res.energy_kwh += (whole * profile.idle_watts + dyn) / 3.6e6
         bw = bandwidth_demand(ops, dec_alloc, len(active), ctx, 0, it) if it > 0 else 0.0
         stretch = max(1.0, bw / max(dec_alloc.gpus, 1e-9))

@@ -14,9 +14,9 @@ replicas serve after a modelled start-up (fixed cost + weights / load speed); sc
 stable minute. Replicas are placed by the packing engine as they start (``GpuCounter``): whole GPUs
 are counted (``gpu_seconds``) beside the sum of shares (``gpu_seconds_fractional``); memory bandwidth
 drawn beyond the GPUs in use slows memory-bound work (contention). What is modelled: every latency
-and power number (roofline profiles; power = idle per GPU in use + (TDP - idle) x (0.5 + 0.5 x busy)
-per GPU share while iterating). What is measured: the trace's arrivals and token counts, and the
-replay's own wall time.
+and power number (roofline profiles; power = idle per GPU in use + the dynamic energy of the work done,
+compute-bound work at the full range, memory-bound at half, ``dynamic_joules``). What is measured: the
+trace's arrivals and token counts, and the replay's own wall time.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gensched.autoscale.perf import Allocation, bandwidth_demand, busy_fraction, iteration_ms, max_sequences
+from gensched.autoscale.perf import Allocation, bandwidth_demand, iteration_ms, max_sequences, split_ms
 from gensched.autoscale.profiles import ModelProfile, ProfileError
 from gensched.autoscale.sizing import OPERATOR_SHARES, SLO, Load, choose_shares, size
 from gensched.sim.autoscale_packing import GpuCounter
@@ -128,7 +128,15 @@ def replay(tr: Trace, profile: ModelProfile, slo: SLO, strategy: str,
     ref95 = p95_load(tr, headroom)
     if shares is None:
         shares = choose_shares(profile, ref95, slo, pipelined, OPERATOR_SHARES if pipelined else baseline_shares)
-    alloc = size(ops, shares, pipelined, ref95, slo, gpu_gib)
+    # on a fixed cluster no operator can have more replicas than its GPUs hold (bounds the search too)
+    replica_cap = 256 if gpus is None else max(1, min(256, int(gpus / min(shares))))
+    try:
+        alloc = size(ops, shares, pipelined, ref95, slo, gpu_gib, max_replicas=replica_cap)
+    except ProfileError:
+        if gpus is None:
+            raise
+        alloc = Allocation(tuple(op.name for op in ops) if pipelined else ("model",),
+                           tuple(max(1, int(gpus / len(shares) / s)) for s in shares), shares, pipelined)
     counter = GpuCounter(gpu_gib, packing, gpus)
     alloc = _place(counter, alloc)
     res = StrategyResult(strategy, shares=list(shares))
@@ -158,7 +166,8 @@ def replay(tr: Trace, profile: ModelProfile, slo: SLO, strategy: str,
         if strategy != "static" and sec % loop == 0 and sec > 0:
             fc = forecast(tr, sec, headroom, float(prefill_left[queue_head:arrived].sum()))
             try:
-                want = size(ops, shares, pipelined, fc, slo, gpu_gib, start=alloc.replicas).replicas
+                want = size(ops, shares, pipelined, fc, slo, gpu_gib, start=alloc.replicas,
+                            max_replicas=replica_cap).replicas
             except ProfileError:
                 want = tuple(r + 1 for r in alloc.replicas)
             new = list(alloc.replicas)
@@ -221,9 +230,8 @@ def replay(tr: Trace, profile: ModelProfile, slo: SLO, strategy: str,
                 chunk = need
         it = tau(chunk)
         iters = 1000.0 / it if it > 0 else 0.0
-        busy = busy_fraction(ops, serving, n_dec, ctx, chunk, it) if it > 0 else 0.0
-        dynamic = (profile.gpu_watts - profile.idle_watts) * (0.5 + 0.5 * busy) * serving.gpus if it > 0 else 0.0
-        res.energy_kwh += (whole * profile.idle_watts + dynamic) / 3.6e6
+        work_j = dynamic_joules(profile, ops, serving, n_dec, ctx, chunk) * iters if it > 0 else 0.0
+        res.energy_kwh += (whole * profile.idle_watts + work_j) / 3.6e6
         # contention next second: bandwidth drawn over what the GPUs in use have
         stretch = max(1.0, bandwidth_demand(ops, serving, n_dec, ctx, chunk, it) / max(serving.gpus, 1e-9)) \
             if it > 0 else 1.0
@@ -268,6 +276,16 @@ def replay(tr: Trace, profile: ModelProfile, slo: SLO, strategy: str,
         res.tbt_p99_ms = float(vals[order][np.searchsorted(cum, 0.99)])
     res.wall_s = time.perf_counter() - t_wall
     return res
+
+
+def dynamic_joules(profile: ModelProfile, ops: tuple, a: Allocation, n: float, ctx: float, chunk: float) -> float:
+    """Energy above idle of one iteration's work (whole-GPU ms of compute and memory, ``opmodel``)."""
+    total = 0.0
+    for op, r, _s in zip(ops, a.replicas, a.shares, strict=True) if a.pipelined else [
+            (op, a.replicas[0], a.shares[0]) for op in ops]:
+        compute, memory = split_ms(op, n / r, ctx, chunk / r)
+        total += r * (compute + 0.5 * memory)
+    return (profile.gpu_watts - profile.idle_watts) * total / 1000
 
 
 def _place(counter: GpuCounter, alloc: Allocation) -> Allocation:
