@@ -267,7 +267,7 @@ def test_200_concurrent_jobs_never_over_commit_and_match_the_simulator(cluster: 
     def settled() -> bool:
         jobs = {j["metadata"]["name"]: j for j in cluster.list("gensched.io", "generativejobs")}
         return all(decided(jobs.get(d["metadata"]["name"])) for d in docs)
-    wait_for(settled, timeout=150, every=1, what="all 200 jobs decided")
+    wait_for(settled, timeout=400, every=1, what="all 200 jobs decided")
     wait_for(lambda: all(cluster.phase(d["metadata"]["name"]) != "Placed" for d in docs), timeout=60,
              what="placed jobs running")
     placements = [(json.loads(j["metadata"]["annotations"]["gensched.io/placement"]), j)

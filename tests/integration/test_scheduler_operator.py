@@ -47,7 +47,7 @@ def test_a_foreign_gpu_pod_keeps_gensched_off_its_gpus(cluster: Cluster, operato
     wait_for(lambda: ((cluster.gj("two") or {}).get("status") or {}).get("queue", {}).get("reason"),
              what="a queue reason")
     crds("apply", "-f", "-", stdin=batch("one", 1))
-    gj = cluster.wait_phase("one", "Running")
+    gj = cluster.wait_phase("one", "Running", timeout=120)
     assert gj["status"]["placement"]["node"] == "gpu-a"
     assert cluster.phase("two") == "Pending"  # the foreign pod's GPU is not handed out
     emu = cluster.api.emulator

@@ -62,7 +62,7 @@ def test_profiler_measures_every_operator_and_writes_a_loadable_profile(tmp_path
     prof = ModelProfile.load(out, expect=["early", "late"])
     assert not prof.modelled and "measured on cpu" in prof.source
     for op in prof.operators:
-        assert op.step_base_ms > 0 and op.weights_gib > 0
+        assert op.step_base_ms >= 0 and op.weights_gib > 0  # a fit on a loaded machine may put the base at 0
         assert op.step_ms(16, 256) > op.step_ms(1, 32)  # more work takes longer on a real CPU
         assert op.prefill_ms(128) > op.prefill_ms(16)
     # the measured file is what the operator sizes replicas from (spec.serve.profile)
