@@ -85,7 +85,7 @@ def main() -> None:
     res = run_dynamic(nodes, pods, list(POLICY_NAMES), loads, args.seeds, out / "dynamic.json",
                       out / "queue_delays.png", workers=args.workers)  # progress per (load, seed) on stderr
     blocks = {f"{res['load']:g}": res} if "policies" in res else res["loads"]
-    print(f"\nwall {res['wall_s']:.0f} s; protocol {res['protocol']}")
+    print(f"\nwall {res['wall_s']:.0f} s; code {res['code']}; protocol {res['protocol']}")
     for load, block in blocks.items():
         print(f"\n### load {load} (median of {args.seeds} seeds)\n")
         print("\n".join(table(block)))

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+import gensched.packing.gensched_policy  # noqa: F401  (loaded before worker processes fork: one code version per run)
 from gensched.packing import Allocation, ClusterState, GpuNode, GpuRequest, Placer, get_placer
 from gensched.packing.fgd import TaskMix
 from gensched.sched import Backfill, RunningJob, Settings, Snapshot, WaitingJob, schedule
@@ -641,7 +642,7 @@ def run_dynamic(nodes_csv: Path, pods_csv: Path, policies: list[str], loads: lis
         "mode": "dynamic", "nodes": str(nodes_csv), "pods": str(pods_csv), "seeds": seed_list,
         "protocol": {k: v for k, v in asdict(first).items() if k != "load"}
         | {"classes": list(CLASSES), "gpu_capacity": trace.capacity_gpus, "follow_up_cycles": FOLLOW_UPS},
-        "trace": trace.stats, "wall_s": time.perf_counter() - t0,
+        "trace": trace.stats, "wall_s": time.perf_counter() - t0, "code": _code_version(),
     }
     if len(cfgs) == 1:
         out.update(per_load[f"{first.load:g}"])
@@ -659,6 +660,21 @@ def run_dynamic(nodes_csv: Path, pods_csv: Path, policies: list[str], loads: lis
         draw(out, plot)
         say(f"wrote {plot}")
     return out
+
+
+def _code_version() -> str | None:
+    """The commit the numbers come from, marked when the package's files differ from it."""
+    import subprocess
+
+    here = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}{' (modified)' if dirty else ''}" if head else None
 
 
 def _progress(runs: list[RunStats], elapsed: float) -> str:
