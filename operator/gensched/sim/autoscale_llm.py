@@ -3,10 +3,11 @@
 - ``model_level``: whole-model replicas, the replica size (GPU share, tensor parallel above one GPU)
   grid-tuned by replaying the trace at each size; ``static``: that size at a fixed count for the p95 load;
 - ``per_operator``: typed operators (embedding, attention, FFN or experts, LM head) deployed and scaled
-  apart, replica sizes tuned for the p95 load by coordinate descent on the performance model, control
-  loop every ``PER_OPERATOR_LOOP_S``; ``per_operator_same_loop``: the ablation, with the model level's
-  loop period and whole-model start time;
-- ``prefill_decode`` (dense LLMs): prompt and token pools of whole-model replicas (``autoscale_pd``).
+  apart, replica sizes from coordinate descent on the performance model for the p95 load (and all twice
+  as large), headroom tuned by replaying, control loop every ``PER_OPERATOR_LOOP_S``;
+  ``per_operator_same_loop``: the ablation, with the model level's loop period and whole-model start time;
+- ``prefill_decode`` (dense LLMs): prompt and token pools of whole-model replicas (``autoscale_pd``), pool
+  sizes from the model (the prefill pool's also x2 and x4), headroom tuned by replaying.
 """
 
 from __future__ import annotations
@@ -87,10 +88,14 @@ def compare(tr: Trace, prof: ModelProfile, slo: SLO, say: Say, prefill_decode: b
     if extras:
         runs["static"] = replay(tr, prof, slo, "static", ml_shares, shares=ml_shares, headroom=ml_h)
     runs["model_level"] = ml
-    po_shares = choose_shares(prof, p95_load(tr), slo, True, OPERATOR_SHARES)
-    po, po_label = _tune("per_operator", [(f"headroom {h:g}", lambda h=h: replay(
-        tr, prof, slo, "operator", ml_shares, shares=po_shares, headroom=h, loop_s=per_operator_loop_s))
-        for h in headrooms], say)
+    # Per operator: the sizes the model picks for the p95 load, and all twice as large (a second chance at
+    # the SLO the model's steady-state view may miss), each at every headroom, tuned by replaying.
+    predicted = choose_shares(prof, p95_load(tr), slo, True, OPERATOR_SHARES)
+    candidates = {"predicted": predicted, "doubled": tuple(min(8.0, 2 * x) for x in predicted)}
+    po, po_label = _tune("per_operator", [(f"{k} headroom {h:g}", lambda sh=sh, h=h: replay(
+        tr, prof, slo, "operator", ml_shares, shares=sh, headroom=h, loop_s=per_operator_loop_s))
+        for k, sh in candidates.items() for h in headrooms], say)
+    po_shares = candidates[po_label.split(" ", 1)[0]]
     po_h = float(po_label.rsplit(" ", 1)[1])
     runs["per_operator"] = po
     if extras:
@@ -99,11 +104,12 @@ def compare(tr: Trace, prof: ModelProfile, slo: SLO, say: Say, prefill_decode: b
                                                 headroom=po_h)
     tuned: dict[str, tuple] = {"model_level": (ml_shares, ml_h), "per_operator": (po_shares, po_h)}
     if prefill_decode:
-        pd_shares = choose_pool_shares(prof, p95_load(tr), slo)
-        pd, pd_label = _tune("prefill_decode", [(f"headroom {h:g}", lambda h=h: replay_pd(
-            tr, prof, slo, shares=pd_shares, headroom=h)) for h in headrooms], say)
+        pre, dec = choose_pool_shares(prof, p95_load(tr), slo)
+        pools = {f"prefill {x:g}": (x, dec) for x in sorted({pre, min(8.0, 2 * pre), min(8.0, 4 * pre)})}
+        pd, pd_label = _tune("prefill_decode", [(f"{k} headroom {h:g}", lambda sh=sh, h=h: replay_pd(
+            tr, prof, slo, shares=sh, headroom=h)) for k, sh in pools.items() for h in headrooms], say)
         runs["prefill_decode"] = pd
-        tuned["prefill_decode"] = (pd_shares, float(pd_label.rsplit(" ", 1)[1]))
+        tuned["prefill_decode"] = (pools[pd_label.rsplit(" headroom", 1)[0]], float(pd_label.rsplit(" ", 1)[1]))
     for name, r in runs.items():
         out[name] = result_dict(r)
         say(f"  {name}: {r.gpu_seconds:.0f} GPU-s ({r.gpu_seconds_fractional:.0f} fractional), {r.energy_kwh:.3f} kWh, "
