@@ -1,7 +1,8 @@
 """Where the last GPUs go at 130% (FGD protocol), and how much any placement could still win back.
 
 Run: python benchmarks/packing_headroom.py [--data ../shared/data/alibaba-gpu-v2023] [--seeds 3]
-       [--policy gensched] [--traces default,gpushare40,...]
+       [--first-seed 42] [--policy gensched] [--traces default,gpushare40,...]
+(``--first-seed 52 --seeds 5`` checks a policy on seeds the 10-seed benchmark, 42..51, never saw.)
 
 For the policy's final cluster state it splits the idle GPU capacity into
 - ``whole idle``: GPUs nobody uses (stranded by exhausted node CPU or memory);
@@ -94,14 +95,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/alibaba-gpu-v2023"))
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=42)
     ap.add_argument("--policy", default="gensched")
     ap.add_argument("--traces", default="default,gpushare40,multigpu30,gpuspec33,cpu050")
     args = ap.parse_args()
     cols = ["alloc", "whole_idle", "beside_large", "other_slivers", "floor", "ceiling", "large_placed"]
-    print(f"{args.policy}, FGD protocol at 130%, median of seeds 42..{41 + args.seeds}; % of all GPU capacity")
+    first, last = args.first_seed, args.first_seed + args.seeds - 1
+    print(f"{args.policy}, FGD protocol at 130%, median of seeds {first}..{last}; % of all GPU capacity")
     print(f"{'pod list':<12}" + "".join(f"{c:>15}" for c in cols))
     for trace in args.traces.split(","):
-        runs = [analyse(Path(args.data), trace, args.policy, 42 + s) for s in range(args.seeds)]
+        runs = [analyse(Path(args.data), trace, args.policy, first + s) for s in range(args.seeds)]
         med = {c: statistics.median(r[c] for r in runs) for c in cols}
         print(f"{trace:<12}" + "".join(f"{med[c]:>15.2f}" for c in cols))
 
