@@ -19,10 +19,21 @@ OPERATORS = [{"name": "early", "layers": [0, 1]}, {"name": "middle", "layers": [
 
 
 @pytest.fixture(scope="module")
-def local_serve() -> Iterator[LocalServe]:
-    s = LocalServe(num_cpus=2)
+def serve_cluster() -> Iterator[LocalServe]:
+    # Ray's CPUs are logical: 4 lets the biggest app here (7 deployments at 0.25, 2 of them scaled) and
+    # Ray's own actors start on a 2-core machine; the cores are shared either way.
+    s = LocalServe(num_cpus=4)
     yield s
     s.close()
+
+
+@pytest.fixture
+def local_serve(serve_cluster: LocalServe) -> Iterator[LocalServe]:
+    """Each test starts with no application: one left scaled up by a test would hold the logical CPUs
+    the next one's replicas need, and its serve.run would wait for them forever."""
+    yield serve_cluster
+    for name in list(serve_cluster.serve.status().applications):
+        serve_cluster.serve.delete(name)
 
 
 def stream(url: str, prompt: str, max_tokens: int) -> list[dict]:
