@@ -71,6 +71,17 @@ def test_an_eight_gpu_job_is_not_starved_by_small_jobs_of_unknown_length():
     assert placed.get("short") in ("n0", "n1")  # ends before the head's start: may backfill anywhere
 
 
+def test_a_head_whose_node_has_no_known_end_holds_nothing():
+    # what runs on the only node has no estimated end (a foreign pod, a job without estimatedDuration): the
+    # head's start is unknown, so an unknown-length job behind it may use the free GPU meanwhile
+    state = ClusterState(nodes(1, 2))
+    running = [hold(state, "foreign", "n0", [0])]
+    out = run(state, [job("two", 2, queued_at=0), job("one", 1, queued_at=1)], running)
+    assert out.head is not None and out.head.key == "two" and out.head.start == float("inf")
+    assert [p.key for p in out.placed] == ["one"]
+    assert "not held" in next(w.message for w in out.waiting if w.key == "two")
+
+
 def test_strict_fifo_places_nothing_behind_a_blocked_head():
     state = ClusterState(nodes(1))
     running = [hold(state, "a", "n0", [0])]

@@ -181,7 +181,10 @@ class _Cycle:
         owned = self._owned(job.key) if self.nominated else ()
         past = ()  # per held node: would the job still run at that reservation's start (so must keep off)?
         if self.out.reservations and self.cfg.backfill == Backfill.EASY:
-            past = tuple(r.key != job.key and not ends_before(job.duration_s, self.now, r.start)
+            # a reservation with no known start (running work there has no estimated end) holds nothing:
+            # keeping the node idle for an unknown time would waste it and promise the head nothing
+            past = tuple(r.key != job.key and not math.isinf(r.start)
+                         and not ends_before(job.duration_s, self.now, r.start)
                          for r in self.out.reservations)
         return (job.tolerations, owned, past, self.bver)
 
@@ -323,8 +326,10 @@ class _Cycle:
                 node = st.node_at(found[0]).name
                 self._set_head(HeadReservation(job.key, node, found[1]))
                 first = "first in line" if held == 0 else f"reservation {held + 1} of {self.cfg.reservations}"
+                held_how = ("is its first choice (not held: no estimated end there, so jobs behind it may use"
+                            " it meanwhile)" if math.isinf(found[1]) else "is held for it")
                 self._wait(job, pos, WaitReason.UNSCHEDULABLE,
-                           f"{first}: node {node} is held for it and should have room {_when(found[1], self.now)}")
+                           f"{first}: node {node} {held_how} and should have room {_when(found[1], self.now)}")
                 return
         if head is not None and self.cfg.backfill == Backfill.EASY:
             # does it fit on a node it may not use (held for the head or for another job)? A no stays a
