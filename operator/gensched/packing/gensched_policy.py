@@ -1,19 +1,20 @@
-"""``Gensched``: our placement policy, FGD with two tie-breaks among equally good nodes.
+"""``Gensched``: our placement policy, FGD with one tie-break among equally good nodes.
 
 FGD's quantised score groups candidates whose fragmentation changes are close. Among the best group
-Gensched prefers, with equal weight:
-- the node left with the smallest idle share of its GPUs (fill nodes rather than spread), and
-- the placement that strands the fewest more idle GPUs for lack of CPU: a node's idle GPUs are
-  stranded when its free CPU cannot give each the CPU that GPU tasks typically bring with them (CPU per
-  GPU in the workload's task mix). FGD's measure only sees this for the shapes of its mix, one node at
-  a time. Scoring the *change* matters: a node already short of CPU is a good home for a task that
-  brings little CPU per GPU, and penalising the stranded share left after placement (our first
-  version) steered such tasks away.
-Then the first node of the seeded tie order, as FGD. On the Alibaba trace this is at or above our FGD
-on the median of every pod list (docs/benchmarks.md). Measured no better there: exact unquantised
-scores (as the score or as a further tie-break), other quantisation scales, task mixes weighted by GPU
-demand or covering every shape, a two-step look-ahead, and the fullest GPU first among equal GPUs
-(some of these measured with the earlier CPU term or name-order ties).
+Gensched prefers the placement that strands the fewest more idle GPUs for lack of CPU: a node's idle GPUs
+are stranded when its free CPU cannot give each the CPU that GPU tasks typically bring with them (CPU per
+GPU in the workload's task mix). FGD's measure only sees this for the shapes of its mix, one node at a
+time. Scoring the *change* matters: a node already short of CPU is a good home for a task that brings
+little CPU per GPU, and penalising the stranded share left after placement (our first version) steered
+such tasks away.
+Then the first node of the seeded tie order, as FGD. On the Alibaba trace this is above our FGD and the
+published FGD median on every pod list (docs/benchmarks.md). A second tie-break of equal weight, the
+node left with the smallest idle share of its GPUs ("fill nodes rather than spread"), was dropped: on the
+seeded tie order it cost 0.1 to 0.7 points on every static list and 0.6 points of time-averaged
+allocation in the dynamic replay, where jobs leave (docs/benchmarks.md). Measured no better either:
+exact unquantised scores (as the score or as a further tie-break), other quantisation scales, task mixes
+weighted by GPU demand or covering every shape, a two-step look-ahead, and the fullest GPU first among
+equal GPUs (some of these measured with the earlier CPU term or name-order ties).
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ import numpy as np
 from gensched.packing.cluster import MAX_GPUS, MILLI, ClusterState, GpuRequest
 from gensched.packing.fgd import TaskMix
 from gensched.packing.policies import FGD
-
-CPU_WEIGHT = 1.0  # relative to the fill-nodes tie-break
 
 
 def cpu_per_gpu(mix: TaskMix) -> float:
@@ -53,7 +52,6 @@ class Gensched(FGD):
     def score(self, drop: np.ndarray, rows: np.ndarray, state: ClusterState, req: GpuRequest) -> np.ndarray:
         idle_before = state.gpu_free[rows].sum(axis=1) / float(MILLI)
         idle_after = idle_before - req.milli_total / float(MILLI)
-        idle_share = idle_after / state.gpu_count[rows]
         more_stranded = (stranded_gpus(idle_after, state.cpu_free[rows] - req.cpu_milli, self.cpu_per_gpu)
                          - stranded_gpus(idle_before, state.cpu_free[rows], self.cpu_per_gpu)) / MAX_GPUS
-        return super().score(drop, rows, state, req) - 1e-3 * (idle_share + CPU_WEIGHT * more_stranded)
+        return super().score(drop, rows, state, req) - 1e-3 * more_stranded
