@@ -10,6 +10,10 @@ from tests.harness.ports import free_port
 class LocalServe:
     def __init__(self, num_cpus: int = 2) -> None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # Ray starts its workers at nice 15: on a machine busy with other work (CI, under-load) the
+        # replicas then get almost no CPU and serve.run waits past any timeout. The tests' workers run
+        # at the test's own priority.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         import ray
         from ray import serve
 
