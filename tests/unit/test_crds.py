@@ -99,3 +99,27 @@ def test_every_field_of_both_crds_has_a_description_for_kubectl_explain() -> Non
                     walk(sub["items"], f"{path}.{key}[]")
         walk(schema, "")
     assert missing == []
+
+
+def test_map_fields_keep_their_values_schema_so_no_api_server_prunes_them() -> None:
+    # an object with neither properties nor additionalProperties is pruned to {} by a real API server
+    status = _schema("gensched.io_generativejobs.yaml")["properties"]["status"]["properties"]
+    assert status["operatorReplicas"]["additionalProperties"] == {"type": "integer"}
+    states = status["autoscaling"]["properties"]["states"]["additionalProperties"]
+    assert states.get("x-kubernetes-preserve-unknown-fields") is True
+
+    def objects_that_would_be_pruned(node: dict, path: str = "") -> list[str]:
+        bad = []
+        if node.get("type") == "object" and not ({"properties", "additionalProperties",
+                                                  "x-kubernetes-preserve-unknown-fields"} & node.keys()):
+            bad.append(path)
+        for k, v in (node.get("properties") or {}).items():
+            if path or k != "metadata":  # the root's metadata is the API server's own
+                bad += objects_that_would_be_pruned(v, f"{path}.{k}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                bad += objects_that_would_be_pruned(node[key], f"{path}[{key}]")
+        return bad
+
+    for name in crd_files():
+        assert objects_that_would_be_pruned(_schema(name)) == [], name

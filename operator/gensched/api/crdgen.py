@@ -2,7 +2,8 @@
 
 Kubernetes wants a *structural* OpenAPI v3 schema: no ``$ref``, no ``anyOf``
 with null, ``exclusiveMinimum`` as a boolean, no ``additionalProperties``
-next to ``properties``. This module turns pydantic's JSON Schema into that and
+next to ``properties`` (but kept on maps, or the API server prunes their keys).
+This module turns pydantic's JSON Schema into that and
 adds what JSON Schema cannot say (CEL rules, list-map keys, printer columns).
 """
 
@@ -17,7 +18,7 @@ from gensched import GROUP, VERSION
 from gensched.api.generativejob import GenerativeJobSpec, GenerativeJobStatus
 from gensched.api.policy import SchedulingPolicySpec, SchedulingPolicyStatus
 
-_DROP = {"title", "additionalProperties", "discriminator"}
+_DROP = {"title", "discriminator"}
 
 
 def _validations_by_def(root: type[BaseModel]) -> dict[str, list[dict[str, str]]]:
@@ -74,6 +75,8 @@ def structural(schema: dict[str, Any], defs: dict[str, Any], rules: dict[str, li
             continue
         if key == "properties":
             out["properties"] = {k: structural(v, defs, rules) for k, v in value.items()}
+        elif key == "additionalProperties":
+            _map_values(out, value, "properties" in schema, defs, rules)
         elif key == "items":
             out["items"] = structural(value, defs, rules)
         elif key in ("exclusiveMinimum", "exclusiveMaximum"):
@@ -85,6 +88,19 @@ def structural(schema: dict[str, Any], defs: dict[str, Any], rules: dict[str, li
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     return out
+
+
+def _map_values(out: dict[str, Any], value: Any, has_properties: bool, defs: dict[str, Any],
+                rules: dict[str, list[dict[str, str]]]) -> None:
+    """A map field (``dict[str, X]``) keeps its values' schema; without it an API server prunes every
+    key. ``additionalProperties: false`` (pydantic's ``extra="forbid"``) is the structural default
+    and may not be written next to ``properties``; an untyped map keeps its unknown fields."""
+    if has_properties or value is False:
+        return
+    if value is True or value == {}:
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    else:
+        out["additionalProperties"] = structural(value, defs, rules)
 
 
 def model_schema(model: type[BaseModel]) -> dict[str, Any]:
